@@ -1,0 +1,3 @@
+//! The `axontask` binary.
+
+fn main() {}

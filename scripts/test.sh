@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: starts NATS, PostgreSQL and Redis (installing what is missing), checks
+# formatting and lints, then runs all unit, integration and end-to-end tests against them.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+bash scripts/services.sh >/dev/null
+# shellcheck disable=SC1091
+source "${AXON_DATA_DIR:-$root/.data}/services.env"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The end-to-end tests run the real `axontask` binary as separate processes.
+cargo build --quiet -p axontask
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

@@ -1,0 +1,17 @@
+//! The domain of AxonTask, shared by every role: ids, the task state machine, the event
+//! envelope and hash chain, NATS subject and Redis key names, configuration, API-key auth
+//! and the HTTP error shape.
+//!
+//! It owns no process and starts nothing. Pure logic (the state machine, the chain) is
+//! unit-tested here without servers; the few functions that touch Postgres or NATS are
+//! small helpers used by several roles.
+
+pub mod chain;
+pub mod events;
+pub mod ids;
+pub mod names;
+pub mod task;
+pub mod time;
+
+/// The schema migrations in `migrations/`, applied by `axontask migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
