@@ -1,3 +1,87 @@
-//! The `axontask` binary.
+//! The `axontask` binary: runs any set of roles (`serve`), applies migrations (`migrate`)
+//! and creates API keys (`keys create`). Configuration comes from the environment.
 
-fn main() {}
+mod cli;
+mod health;
+mod keys;
+mod serve;
+
+use anyhow::Context;
+use clap::Parser;
+use cli::{Cli, Command, KeysCommand};
+use shared::config::Config;
+use sqlx::PgPool;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Configuration errors stop the process before anything else, naming the variable.
+    let result = match cli.command {
+        Command::Serve { roles } => match Config::from_env() {
+            Ok(config) => {
+                init_tracing();
+                let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .install_recorder()
+                    .context("installing the metrics recorder");
+                match metrics {
+                    Ok(handle) => serve::run(config, &cli::roles(&roles), handle).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(anyhow::anyhow!("configuration: {e}")),
+        },
+        Command::Migrate => {
+            with_pool(|pool| async move {
+                shared::MIGRATOR
+                    .run(&pool)
+                    .await
+                    .context("applying migrations")?;
+                println!("migrations applied");
+                Ok(())
+            })
+            .await
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    tenant,
+                    scopes,
+                    plan,
+                    name,
+                },
+        } => {
+            with_pool(|pool| async move {
+                keys::create(&pool, &tenant, &scopes, plan.as_deref(), &name).await
+            })
+            .await
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axontask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn with_pool<F, Fut>(run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let url = Config::database_url_from_env().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let pool = PgPool::connect(&url)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    run(pool).await
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}

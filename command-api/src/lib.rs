@@ -1,1 +1,66 @@
-//! command-api
+//! command-api: accepts commands from agents (start and cancel a task) and publishes them to
+//! stream `AXON`. The request path writes nothing but that one publish; it only reads
+//! Postgres (keys, idempotency beyond the dedup window, a task's existence).
+//!
+//! Entry point: [`router`] over a [`State`] built by [`State::new`].
+
+mod routes;
+
+use std::sync::Arc;
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::stream::Stream;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::post;
+use sqlx::PgPool;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct State {
+    pool: PgPool,
+    js: Context,
+    axon: Stream,
+    settings: Arc<Settings>,
+}
+
+/// The parts of configuration command-api uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Adapters the operator enabled (`ADAPTERS_ENABLED`).
+    pub adapters_enabled: Vec<String>,
+    /// Signs resume tokens (`HMAC_SECRET`).
+    pub hmac_secret: String,
+    /// Runs of a task before it fails for lost workers (`TASK_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+}
+
+impl State {
+    /// Builds the state from connected backends; `axon` is stream `AXON`.
+    pub fn new(pool: PgPool, js: Context, axon: Stream, settings: Settings) -> Self {
+        Self {
+            pool,
+            js,
+            axon,
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+impl FromRef<State> for PgPool {
+    fn from_ref(state: &State) -> Self {
+        state.pool.clone()
+    }
+}
+
+/// The command routes.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/mcp/start_task", post(routes::tasks::start))
+        .route("/mcp/tasks/{id}/cancel", post(routes::tasks::cancel))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

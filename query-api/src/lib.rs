@@ -1,1 +1,68 @@
-//! query-api
+//! query-api: answers reads — status, lists, event pages and NDJSON export — from Postgres,
+//! and streams events over SSE from Redis through one fan-out [`hub::Hub`] per process,
+//! falling back to Postgres for any range Redis lacks. It never writes.
+//!
+//! Entry points: [`State::connect`], [`router`], and [`hub::Hub::run`] (spawn it once).
+
+pub mod hub;
+pub mod log;
+mod routes;
+pub mod status;
+
+use std::sync::Arc;
+
+use async_nats::jetstream::stream::Stream;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::{get, post};
+use sqlx::PgPool;
+
+use crate::hub::Hub;
+use crate::log::LogReader;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct State {
+    pool: PgPool,
+    axon: Stream,
+    log: LogReader,
+    hub: Hub,
+    hmac_secret: Arc<str>,
+}
+
+impl State {
+    /// Builds the state; `axon` is stream `AXON`, `redis` a shared multiplexed connection.
+    pub fn new(
+        pool: PgPool,
+        axon: Stream,
+        redis: redis::aio::MultiplexedConnection,
+        hub: Hub,
+        hmac_secret: &str,
+    ) -> Self {
+        Self {
+            log: LogReader::new(pool.clone(), redis),
+            pool,
+            axon,
+            hub,
+            hmac_secret: hmac_secret.into(),
+        }
+    }
+}
+
+impl FromRef<State> for PgPool {
+    fn from_ref(state: &State) -> Self {
+        state.pool.clone()
+    }
+}
+
+/// The read routes.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/mcp/tasks", get(routes::tasks::list))
+        .route("/mcp/tasks/{id}/status", get(routes::tasks::status))
+        .route("/mcp/tasks/{id}/events", get(routes::tasks::events))
+        .route("/mcp/tasks/{id}/stream", get(routes::stream::stream))
+        .route("/mcp/tasks/{id}/resume", post(routes::stream::resume))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}

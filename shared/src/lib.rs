@@ -6,10 +6,17 @@
 //! unit-tested here without servers; the few functions that touch Postgres or NATS are
 //! small helpers used by several roles.
 
+pub mod adapters;
+pub mod auth;
 pub mod chain;
+pub mod config;
+pub mod db;
 pub mod events;
+pub mod http;
 pub mod ids;
 pub mod names;
+pub mod nats;
+pub mod resume;
 pub mod task;
 pub mod time;
 

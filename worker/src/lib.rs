@@ -1,1 +1,154 @@
-//! worker
+//! worker: runs tasks. Workers share one durable pull consumer on start commands; each
+//! takes only as many commands as it has free slots, runs each through its adapter,
+//! publishes the events to `axon.evt.*`, keeps the command in progress while it runs and
+//! acks it only after JetStream stored the terminal event.
+//!
+//! It never writes Postgres or Redis: the projector turns its events into the log.
+//! Entry points: [`Worker::create`], then [`Worker::run`].
+
+pub mod adapters;
+mod attempt;
+pub mod emitter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::{AckKind, Context};
+use futures::StreamExt;
+use shared::config::WorkerConfig;
+use shared::names;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long one pull request waits for commands.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// NATS failed.
+    #[error(transparent)]
+    Nats(#[from] shared::nats::Error),
+}
+
+/// What every attempt needs.
+#[derive(Clone)]
+pub(crate) struct Env {
+    pub client: async_nats::Client,
+    pub js: Context,
+    pub axon: Stream,
+    pub settings: Arc<Settings>,
+}
+
+/// The worker's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Names this worker in `started` events.
+    pub worker_id: String,
+    /// Adapters this worker may run (`ADAPTERS_ENABLED`).
+    pub adapters_enabled: Vec<String>,
+    /// Concurrency, ack wait, attempts, kill grace.
+    pub tuning: WorkerConfig,
+}
+
+/// A worker process's consumer loop.
+pub struct Worker {
+    ctx: Env,
+    consumer: PullConsumer,
+}
+
+impl Worker {
+    /// Creates (or updates) the shared durable consumer.
+    pub async fn create(
+        client: async_nats::Client,
+        js: Context,
+        axon: Stream,
+        settings: Settings,
+    ) -> Result<Self, Error> {
+        let consumer = axon
+            .create_consumer(pull::Config {
+                durable_name: Some(names::WORKER_CONSUMER.to_owned()),
+                filter_subject: names::START_FILTER.to_owned(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: settings.tuning.ack_wait,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(shared::nats::Error::nats)?;
+        Ok(Self {
+            ctx: Env {
+                client,
+                js,
+                axon,
+                settings: Arc::new(settings),
+            },
+            consumer,
+        })
+    }
+
+    /// Takes start commands while it has free slots, until `shutdown`. Running attempts
+    /// are then stopped and their commands handed back for another worker.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let slots = Arc::new(Semaphore::new(self.ctx.settings.tuning.concurrency));
+        let running = TaskTracker::new();
+        let result = self.take_commands(&slots, &running, &shutdown).await;
+        running.close();
+        running.wait().await;
+        result
+    }
+
+    async fn take_commands(
+        &self,
+        slots: &Arc<Semaphore>,
+        running: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
+        loop {
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let mut permit = Some(first);
+            let mut batch = self
+                .consumer
+                .batch()
+                .max_messages(slots.available_permits() + 1)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await
+                .map_err(shared::nats::Error::nats)?;
+            loop {
+                let next = tokio::select! {
+                    next = batch.next() => next,
+                    () = shutdown.cancelled() => return Ok(()),
+                };
+                let message = match next {
+                    None => break,
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "pull request failed");
+                        break;
+                    }
+                };
+                if shutdown.is_cancelled() {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    continue;
+                }
+                let slot = match permit.take() {
+                    Some(slot) => slot,
+                    None => slots.clone().acquire_owned().await.expect("never closed"),
+                };
+                let ctx = self.ctx.clone();
+                let shutdown = shutdown.clone();
+                running.spawn(async move {
+                    attempt::run(ctx, message, shutdown).await;
+                    drop(slot);
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `/healthz`, `/readyz` and `/metrics`, served by every process on its `API_PORT`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use shared::http::ApiError;
+use sqlx::PgPool;
+
+/// The backends a process checks for readiness.
+#[derive(Clone)]
+pub struct Backends {
+    /// Postgres.
+    pub pool: PgPool,
+    /// Redis.
+    pub redis: redis::aio::ConnectionManager,
+    /// NATS.
+    pub nats: async_nats::Client,
+    /// Renders the metrics.
+    pub metrics: PrometheusHandle,
+}
+
+/// The health routes.
+pub fn router(backends: Backends) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(backends)
+}
+
+async fn ready(State(b): State<Backends>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    sqlx::query("SELECT 1")
+        .execute(&b.pool)
+        .await
+        .map_err(|e| ApiError::unavailable("postgres", e))?;
+    let mut redis = b.redis.clone();
+    redis::cmd("PING")
+        .query_async::<()>(&mut redis)
+        .await
+        .map_err(|e| ApiError::unavailable("redis", e))?;
+    if b.nats.connection_state() != async_nats::connection::State::Connected {
+        return Err(ApiError::unavailable("nats", "not connected"));
+    }
+    Ok(axum::Json(json!({"status": "ready"})))
+}
+
+async fn metrics(State(b): State<Backends>) -> Response {
+    let counts: Result<Vec<(String, i64)>, _> =
+        sqlx::query_as("SELECT state, count(*) FROM tasks GROUP BY state")
+            .fetch_all(&b.pool)
+            .await;
+    match counts {
+        Ok(counts) => {
+            for state in [
+                "pending",
+                "running",
+                "succeeded",
+                "failed",
+                "timeout",
+                "canceled",
+            ] {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == state)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("axon_tasks", "state" => state).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count tasks by state for /metrics"),
+    }
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        b.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,156 @@
+//! `axontask serve`: connects the backends, builds the selected roles, serves HTTP, and
+//! shuts down gracefully on SIGINT/SIGTERM or when any role stops.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::config::Config;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::Role;
+use crate::health::{self, Backends};
+
+/// How long running work may take to stop after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(20);
+
+/// Runs `roles` until a signal or a role's end.
+pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(32)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&config.database_url)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    let (nats, js) = shared::nats::connect(&config.nats_url, "axontask").await?;
+    let streams = shared::nats::ensure_streams(&js).await?;
+    let redis_client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
+    let redis = redis::aio::ConnectionManager::new(redis_client.clone())
+        .await
+        .context("connecting to REDIS_URL")?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut app = Router::new().merge(health::router(Backends {
+        pool: pool.clone(),
+        redis: redis.clone(),
+        nats: nats.clone(),
+        metrics,
+    }));
+    for role in roles {
+        let token = shutdown.clone();
+        match role {
+            Role::CommandApi => {
+                let settings = command_api::Settings {
+                    adapters_enabled: config.adapters_enabled.clone(),
+                    hmac_secret: config.hmac_secret.clone(),
+                    max_attempts: config.worker.max_attempts,
+                };
+                let state = command_api::State::new(
+                    pool.clone(),
+                    js.clone(),
+                    streams.axon.clone(),
+                    settings,
+                );
+                app = app.merge(command_api::router(state));
+            }
+            Role::QueryApi => {
+                let shared_conn = redis_client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .context("connecting to REDIS_URL")?;
+                let hub = query_api::hub::Hub::new(shared_conn.clone());
+                tracker.spawn(hub.clone().run(redis_client.clone(), token.child_token()));
+                let state = query_api::State::new(
+                    pool.clone(),
+                    streams.axon.clone(),
+                    shared_conn,
+                    hub,
+                    &config.hmac_secret,
+                );
+                app = app.merge(query_api::router(state));
+            }
+            Role::Worker => {
+                let settings = worker::Settings {
+                    worker_id: worker_id(),
+                    adapters_enabled: config.adapters_enabled.clone(),
+                    tuning: config.worker.clone(),
+                };
+                let worker = worker::Worker::create(
+                    nats.clone(),
+                    js.clone(),
+                    streams.axon.clone(),
+                    settings,
+                )
+                .await?;
+                tracker.spawn(async move {
+                    if let Err(e) = worker.run(token.clone()).await {
+                        tracing::error!(error = %e, "worker stopped");
+                    }
+                    token.cancel();
+                });
+            }
+            Role::Projector => {
+                let projector = projector::Projector::create(
+                    pool.clone(),
+                    js.clone(),
+                    streams.axon.clone(),
+                    redis.clone(),
+                );
+                tracker.spawn(async move {
+                    projector.run(token.clone()).await;
+                    token.cancel();
+                });
+            }
+        }
+    }
+    let app = app
+        .fallback(shared::http::route_not_found)
+        .method_not_allowed_fallback(shared::http::method_not_allowed);
+
+    let listener = TcpListener::bind((config.api_host, config.api_port))
+        .await
+        .with_context(|| {
+            format!(
+                "binding {}:{} (API_HOST, API_PORT)",
+                config.api_host, config.api_port
+            )
+        })?;
+    tracing::info!(address = %listener.local_addr()?, ?roles, "serving");
+    let server_token = shutdown.clone();
+    tracker.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(server_token.clone().cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+        server_token.cancel();
+    });
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        () = shutdown.cancelled() => tracing::warn!("a role stopped: shutting down"),
+    }
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        tracing::warn!("some work did not stop within {DRAIN:?}");
+    }
+    Ok(())
+}
+
+/// `hostname:pid`, naming this worker in `started` events.
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
+    format!("{host}:{}", std::process::id())
+}

@@ -1,0 +1,3 @@
+//! One module per HTTP resource.
+
+pub mod tasks;

@@ -1,0 +1,279 @@
+//! `POST /mcp/start_task` and `POST /mcp/tasks/{id}/cancel`.
+
+use async_nats::HeaderMap;
+use axum::extract::State as Extract;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::auth::Scope;
+use shared::events::wire::{CancelCommand, StartCommand};
+use shared::http::{ApiError, Caller, Json, TaskPath};
+use shared::ids::{TaskId, TenantId};
+use shared::task::TaskState;
+use shared::{adapters, names, resume};
+
+use crate::State;
+
+/// Longest accepted `name`.
+const MAX_NAME: usize = 200;
+/// Longest accepted `idempotency_key`.
+const MAX_KEY: usize = 255;
+/// Longest accepted `timeout_s`: a week.
+const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
+
+/// The body of `start_task`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartTask {
+    name: String,
+    adapter: String,
+    #[serde(default = "empty_object")]
+    args: Value,
+    timeout_s: Option<u32>,
+    idempotency_key: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// The answer of `start_task`.
+#[derive(Debug, Serialize)]
+pub struct Started {
+    task_id: TaskId,
+    stream_url: String,
+    resume_token: String,
+}
+
+/// Checks a start request against the operator's settings.
+fn validate(body: &StartTask, enabled: &[String]) -> Result<(), ApiError> {
+    let name_len = body.name.chars().count();
+    if body.name.trim().is_empty() || name_len > MAX_NAME {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("name must be 1 to {MAX_NAME} characters"),
+        ));
+    }
+    if !shared::config::KNOWN_ADAPTERS.contains(&body.adapter.as_str()) {
+        return Err(ApiError::bad_request(
+            "unknown_adapter",
+            format!(
+                "no adapter named '{}'; this server has {} (enabled by ADAPTERS_ENABLED: {})",
+                body.adapter,
+                shared::config::KNOWN_ADAPTERS.join(", "),
+                enabled.join(", ")
+            ),
+        ));
+    }
+    if !enabled.contains(&body.adapter) {
+        return Err(ApiError::bad_request(
+            "adapter_disabled",
+            format!(
+                "adapter '{}' is not enabled on this server; the operator enables it by adding it to ADAPTERS_ENABLED (now: {})",
+                body.adapter,
+                enabled.join(", ")
+            ),
+        ));
+    }
+    if !body.args.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_args",
+            "args must be a JSON object",
+        ));
+    }
+    adapters::parse(&body.adapter, &body.args)
+        .map_err(|e| ApiError::bad_request("invalid_args", e))?;
+    if body.timeout_s.is_some_and(|t| t == 0 || t > MAX_TIMEOUT_S) {
+        return Err(ApiError::bad_request(
+            "invalid_timeout",
+            format!("timeout_s must be between 1 and {MAX_TIMEOUT_S} seconds"),
+        ));
+    }
+    if body
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("idempotency_key must be 1 to {MAX_KEY} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /mcp/start_task`: publishes the start command and answers with the task id.
+pub async fn start(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    Json(body): Json<StartTask>,
+) -> Result<axum::Json<Started>, ApiError> {
+    let tenant = caller.tenant_for(Scope::TasksWrite)?;
+    validate(&body, &state.settings.adapters_enabled)?;
+    let task_id = match &body.idempotency_key {
+        Some(key) => TaskId::from_idempotency_key(tenant, key),
+        None => TaskId::new(),
+    };
+    let answer = Started {
+        task_id,
+        stream_url: format!("/mcp/tasks/{task_id}/stream"),
+        resume_token: resume::issue(&state.settings.hmac_secret, tenant, task_id),
+    };
+    // A key older than JetStream's dedup window: the projector has long recorded its task.
+    if body.idempotency_key.is_some() && stored_state(&state, tenant, task_id).await?.is_some() {
+        return Ok(axum::Json(answer));
+    }
+    let command = StartCommand {
+        task_id,
+        tenant_id: tenant,
+        ts: shared::time::now_ts(),
+        name: body.name,
+        adapter: body.adapter,
+        args: body.args,
+        timeout_s: body.timeout_s,
+        idempotency_key: body.idempotency_key,
+        max_attempts: state.settings.max_attempts,
+    };
+    publish(
+        &state,
+        names::start_subject(tenant, task_id),
+        task_id.to_string(),
+        &command,
+    )
+    .await?;
+    Ok(axum::Json(answer))
+}
+
+/// `POST /mcp/tasks/{id}/cancel`: asks for the task to stop; idempotent.
+pub async fn cancel(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    TaskPath(task_id): TaskPath,
+) -> Result<axum::Json<Value>, ApiError> {
+    let tenant = caller.tenant_for(Scope::TasksWrite)?;
+    match stored_state(&state, tenant, task_id).await? {
+        Some(TaskState::Canceled) => return Ok(axum::Json(serde_json::json!({"canceled": true}))),
+        Some(ended) if ended.is_terminal() => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "task_already_ended",
+                format!(
+                    "the task already ended as {}; there is nothing to cancel",
+                    ended.as_str()
+                ),
+            ));
+        }
+        Some(_) => {}
+        None => {
+            let start = shared::nats::last_on_subject::<StartCommand>(
+                &state.axon,
+                names::start_subject(tenant, task_id),
+            )
+            .await
+            .map_err(|e| ApiError::unavailable("nats", e))?;
+            if start.is_none() {
+                return Err(ApiError::task_not_found(task_id));
+            }
+        }
+    }
+    let command = CancelCommand {
+        task_id,
+        tenant_id: tenant,
+        ts: shared::time::now_ts(),
+    };
+    let msg_id = format!("{task_id}:cancel");
+    publish(
+        &state,
+        names::cancel_subject(tenant, task_id),
+        msg_id,
+        &command,
+    )
+    .await?;
+    Ok(axum::Json(serde_json::json!({"canceled": true})))
+}
+
+/// The task's state in the read model, if the projector has recorded it.
+async fn stored_state(
+    state: &State,
+    tenant: TenantId,
+    task_id: TaskId,
+) -> Result<Option<TaskState>, ApiError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT state FROM tasks WHERE tenant_id = $1 AND task_id = $2")
+            .bind(tenant.0)
+            .bind(task_id.0)
+            .fetch_optional(&state.pool)
+            .await
+            .map_err(|e| ApiError::unavailable("postgres", e))?;
+    Ok(row.and_then(|(name,)| TaskState::parse(&name)))
+}
+
+/// Publishes a command and waits for JetStream to store it (deduplicated by `msg_id`).
+async fn publish<T: Serialize>(
+    state: &State,
+    subject: String,
+    msg_id: String,
+    command: &T,
+) -> Result<(), ApiError> {
+    let payload = serde_json::to_vec(command).map_err(|e| ApiError::unavailable("encoder", e))?;
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id.as_str());
+    state
+        .js
+        .publish_with_headers(subject, headers, payload.into())
+        .await
+        .map_err(|e| ApiError::unavailable("nats", e))?
+        .await
+        .map_err(|e| ApiError::unavailable("nats", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(adapter: &str, args: Value) -> StartTask {
+        StartTask {
+            name: "build".into(),
+            adapter: adapter.into(),
+            args,
+            timeout_s: None,
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn adapters_must_be_known_and_enabled() {
+        let enabled = vec!["mock".to_owned()];
+        assert!(validate(&body("mock", json!({})), &enabled).is_ok());
+        let unknown = validate(&body("teleport", json!({})), &enabled).expect_err("unknown");
+        assert_eq!(unknown.code, "unknown_adapter");
+        let disabled =
+            validate(&body("shell", json!({"command": "ls"})), &enabled).expect_err("off");
+        assert_eq!(disabled.code, "adapter_disabled");
+        assert!(disabled.message.contains("ADAPTERS_ENABLED"));
+    }
+
+    #[test]
+    fn limits() {
+        let enabled = vec!["mock".to_owned()];
+        let mut long = body("mock", json!({}));
+        long.name = "x".repeat(MAX_NAME + 1);
+        assert_eq!(
+            validate(&long, &enabled).map_err(|e| e.code),
+            Err("invalid_name")
+        );
+        let mut zero = body("mock", json!({}));
+        zero.timeout_s = Some(0);
+        assert_eq!(
+            validate(&zero, &enabled).map_err(|e| e.code),
+            Err("invalid_timeout")
+        );
+        let not_object = body("mock", json!([1]));
+        assert_eq!(
+            validate(&not_object, &enabled).map_err(|e| e.code),
+            Err("invalid_args")
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per HTTP resource.
+
+pub mod stream;
+pub mod tasks;

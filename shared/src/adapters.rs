@@ -1,0 +1,184 @@
+//! Adapter arguments (§3.8), parsed by command-api (to reject bad input at once) and by
+//! workers (to run it).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Arguments of the `mock` adapter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockArgs {
+    /// How many `progress` events to emit.
+    #[serde(default = "default_steps")]
+    pub steps: u32,
+    /// Pause before each step.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Fail at this step instead of finishing.
+    pub fail_at: Option<u32>,
+    /// The progress message, shown as `"<message> k/steps"`.
+    #[serde(default = "default_message")]
+    pub message: String,
+}
+
+fn default_steps() -> u32 {
+    5
+}
+
+fn default_interval_ms() -> u64 {
+    100
+}
+
+fn default_message() -> String {
+    "step".into()
+}
+
+/// Arguments of the `shell` adapter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellArgs {
+    /// A string for `/bin/sh -c`, or an argv list.
+    pub command: ShellCommand,
+    /// The working directory.
+    pub cwd: Option<String>,
+    /// Extra environment variables (the server's own environment is never passed on).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A shell command: a script or an argv.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ShellCommand {
+    /// Run with `/bin/sh -c`.
+    Script(String),
+    /// Run directly.
+    Argv(Vec<String>),
+}
+
+/// Parsed arguments of any adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdapterArgs {
+    /// `mock`.
+    Mock(MockArgs),
+    /// `shell`.
+    Shell(ShellArgs),
+}
+
+/// Parses and checks `args` for `adapter`; the error says what to fix.
+pub fn parse(adapter: &str, args: &Value) -> Result<AdapterArgs, String> {
+    check_numbers(args)?;
+    match adapter {
+        "mock" => {
+            let mock: MockArgs = from_value(args, "mock")?;
+            if mock.steps > 100_000 || mock.interval_ms > 3_600_000 {
+                return Err(
+                    "mock args: steps may be at most 100000 and interval_ms at most 3600000".into(),
+                );
+            }
+            if mock.fail_at.is_some_and(|k| k == 0 || k > mock.steps) {
+                return Err(format!(
+                    "mock args: fail_at must be between 1 and steps ({})",
+                    mock.steps
+                ));
+            }
+            Ok(AdapterArgs::Mock(mock))
+        }
+        "shell" => {
+            let shell: ShellArgs = from_value(args, "shell")?;
+            let empty = match &shell.command {
+                ShellCommand::Script(script) => script.trim().is_empty(),
+                ShellCommand::Argv(argv) => argv.first().is_none_or(|program| program.is_empty()),
+            };
+            if empty {
+                return Err("shell args: command must be a non-empty string or argv list".into());
+            }
+            let nul = |s: &String| s.contains('\0');
+            let has_nul = match &shell.command {
+                ShellCommand::Script(script) => nul(script),
+                ShellCommand::Argv(argv) => argv.iter().any(nul),
+            } || shell.cwd.as_ref().is_some_and(nul)
+                || shell
+                    .env
+                    .iter()
+                    .any(|(k, v)| nul(k) || nul(v) || k.contains('='));
+            if has_nul {
+                return Err("shell args: command, cwd and env may not contain NUL, and env names may not contain '='".into());
+            }
+            Ok(AdapterArgs::Shell(shell))
+        }
+        other => Err(format!("no adapter named '{other}'")),
+    }
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(args: &Value, adapter: &str) -> Result<T, String> {
+    T::deserialize(args).map_err(|e| format!("{adapter} args: {e}"))
+}
+
+/// Payloads are hashed as canonical JSON, which every language writes alike only for
+/// integers of up to 53 bits: other numbers are refused.
+fn check_numbers(value: &Value) -> Result<(), String> {
+    const MAX: i64 = (1 << 53) - 1;
+    match value {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if (-MAX..=MAX).contains(&i) => Ok(()),
+            _ => Err(format!(
+                "args hold the number {n}; use integers between -(2^53-1) and 2^53-1 (or strings)"
+            )),
+        },
+        Value::Array(items) => items.iter().try_for_each(check_numbers),
+        Value::Object(map) => map.values().try_for_each(check_numbers),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn mock_defaults() {
+        let parsed = parse("mock", &json!({})).expect("valid");
+        assert_eq!(
+            parsed,
+            AdapterArgs::Mock(MockArgs {
+                steps: 5,
+                interval_ms: 100,
+                fail_at: None,
+                message: "step".into()
+            })
+        );
+    }
+
+    #[test]
+    fn shell_forms() {
+        assert!(parse("shell", &json!({"command": "echo hi"})).is_ok());
+        assert!(
+            parse(
+                "shell",
+                &json!({"command": ["ls", "-l"], "env": {"A": "1"}})
+            )
+            .is_ok()
+        );
+        assert!(parse("shell", &json!({"command": ""})).is_err());
+        assert!(parse("shell", &json!({"command": []})).is_err());
+        assert!(parse("shell", &json!({})).is_err());
+        assert!(parse("shell", &json!({"command": "x", "env": {"A=B": "1"}})).is_err());
+    }
+
+    #[test]
+    fn bad_args_say_what_to_fix() {
+        let err = parse("mock", &json!({"steps": 2, "fail_at": 3})).expect_err("invalid");
+        assert!(err.contains("fail_at"), "{err}");
+        let err = parse("mock", &json!({"stepz": 2})).expect_err("invalid");
+        assert!(err.contains("stepz"), "{err}");
+        let err = parse("mock", &json!({"steps": 1.5})).expect_err("invalid");
+        assert!(err.contains("integers"), "{err}");
+        let err = parse("shell", &json!({"command": "x", "n": 9007199254740993_i64}))
+            .expect_err("invalid");
+        assert!(err.contains("integers"), "{err}");
+    }
+}

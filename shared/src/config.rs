@@ -1,0 +1,224 @@
+//! Configuration from the environment (§3.11). A missing or malformed value stops start-up
+//! with an error naming the variable.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Adapters this build can run; `ADAPTERS_ENABLED` picks among them.
+pub const KNOWN_ADAPTERS: [&str; 2] = ["mock", "shell"];
+
+/// A variable that is missing or malformed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{var}: {reason}")]
+pub struct Error {
+    /// The environment variable.
+    pub var: &'static str,
+    /// What is wrong and what is expected.
+    pub reason: String,
+}
+
+/// Everything a process needs, read once at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: Postgres.
+    pub database_url: String,
+    /// `REDIS_URL`: Redis.
+    pub redis_url: String,
+    /// `NATS_URL`: NATS with JetStream.
+    pub nats_url: String,
+    /// `API_HOST` (default 127.0.0.1): the address HTTP binds.
+    pub api_host: IpAddr,
+    /// `API_PORT` (default 8080): the HTTP port of every process.
+    pub api_port: u16,
+    /// `HMAC_SECRET` (at least 32 characters): signs resume tokens.
+    pub hmac_secret: String,
+    /// `ADAPTERS_ENABLED` (default `mock`): comma-separated adapters workers may run.
+    pub adapters_enabled: Vec<String>,
+    /// Worker tuning.
+    pub worker: WorkerConfig,
+}
+
+/// How workers run tasks.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `WORKER_CONCURRENCY` (default 32): tasks one worker process runs at once.
+    pub concurrency: usize,
+    /// `WORKER_ACK_WAIT_S` (default 30): how long a silent worker keeps a task before
+    /// another worker takes it over.
+    pub ack_wait: Duration,
+    /// `TASK_MAX_ATTEMPTS` (default 3): runs of a task before it fails for lost workers.
+    pub max_attempts: u32,
+    /// `SHELL_KILL_GRACE_MS` (default 5000): SIGTERM to SIGKILL on cancel or timeout.
+    pub kill_grace: Duration,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads only `DATABASE_URL` (for commands that need nothing else).
+    pub fn database_url_from_env() -> Result<String, Error> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        Env(&lookup).url("DATABASE_URL", &["postgres", "postgresql"])
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let env = Env(&lookup);
+        Ok(Self {
+            database_url: env.url("DATABASE_URL", &["postgres", "postgresql"])?,
+            redis_url: env.url("REDIS_URL", &["redis", "rediss"])?,
+            nats_url: env.url("NATS_URL", &["nats", "tls"])?,
+            api_host: env.parsed("API_HOST", "127.0.0.1".parse().expect("a literal IP"))?,
+            api_port: env.parsed("API_PORT", 8080)?,
+            hmac_secret: env.secret("HMAC_SECRET")?,
+            adapters_enabled: env.adapters()?,
+            worker: WorkerConfig {
+                concurrency: env.positive("WORKER_CONCURRENCY", 32)?,
+                ack_wait: Duration::from_secs(env.positive("WORKER_ACK_WAIT_S", 30)?),
+                max_attempts: env.positive("TASK_MAX_ATTEMPTS", 3)?,
+                kill_grace: Duration::from_millis(env.positive("SHELL_KILL_GRACE_MS", 5000)?),
+            },
+        })
+    }
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    fn get(&self, var: &'static str) -> Option<String> {
+        (self.0)(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, var: &'static str) -> Result<String, Error> {
+        self.get(var).ok_or_else(|| Error {
+            var,
+            reason: "is not set; see .env.example".into(),
+        })
+    }
+
+    fn url(&self, var: &'static str, schemes: &[&str]) -> Result<String, Error> {
+        let value = self.required(var)?;
+        match value.split_once("://") {
+            Some((scheme, rest)) if schemes.contains(&scheme) && !rest.is_empty() => Ok(value),
+            _ => Err(Error {
+                var,
+                reason: format!("expected a URL starting with {}://", schemes.join("://, ")),
+            }),
+        }
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, var: &'static str, default: T) -> Result<T, Error> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| Error {
+                var,
+                reason: format!("'{text}' is not a valid {}", std::any::type_name::<T>()),
+            }),
+        }
+    }
+
+    fn positive<T>(&self, var: &'static str, default: T) -> Result<T, Error>
+    where
+        T: std::str::FromStr + PartialOrd + Default,
+    {
+        let value = self.parsed(var, default)?;
+        if value > T::default() {
+            Ok(value)
+        } else {
+            Err(Error {
+                var,
+                reason: "must be greater than zero".into(),
+            })
+        }
+    }
+
+    fn secret(&self, var: &'static str) -> Result<String, Error> {
+        let value = self.required(var)?;
+        if value.len() < 32 {
+            return Err(Error {
+                var,
+                reason: "must be at least 32 characters (try: openssl rand -hex 32)".into(),
+            });
+        }
+        Ok(value)
+    }
+
+    fn adapters(&self) -> Result<Vec<String>, Error> {
+        let list = self
+            .get("ADAPTERS_ENABLED")
+            .unwrap_or_else(|| "mock".into());
+        list.split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                if KNOWN_ADAPTERS.contains(&name) {
+                    Ok(name.to_owned())
+                } else {
+                    Err(Error {
+                        var: "ADAPTERS_ENABLED",
+                        reason: format!(
+                            "unknown adapter '{name}'; known adapters: {}",
+                            KNOWN_ADAPTERS.join(", ")
+                        ),
+                    })
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, Error> {
+        let mut map: HashMap<String, String> = [
+            ("DATABASE_URL", "postgres://localhost/axon"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("NATS_URL", "nats://127.0.0.1:4222"),
+            ("HMAC_SECRET", "0123456789abcdef0123456789abcdef"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in pairs {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let config = load(&[]).expect("valid");
+        assert_eq!(config.api_port, 8080);
+        assert_eq!(config.adapters_enabled, vec!["mock"]);
+        assert_eq!(config.worker.max_attempts, 3);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("DATABASE_URL", ""),
+            ("REDIS_URL", "localhost:6379"),
+            ("API_PORT", "eighty"),
+            ("HMAC_SECRET", "short"),
+            ("ADAPTERS_ENABLED", "mock,docker"),
+            ("WORKER_CONCURRENCY", "0"),
+        ] {
+            let err = load(&[(var, value)]).expect_err("invalid");
+            assert_eq!(err.var, var, "{err}");
+        }
+    }
+
+    #[test]
+    fn adapters_list_is_trimmed() {
+        let config = load(&[("ADAPTERS_ENABLED", " mock , shell ")]).expect("valid");
+        assert_eq!(config.adapters_enabled, vec!["mock", "shell"]);
+    }
+}

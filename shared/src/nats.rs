@@ -1,0 +1,96 @@
+//! NATS helpers shared by the roles: connecting, creating the streams idempotently, and
+//! reading the last command on a subject (read-your-writes before the projector runs).
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{Config as StreamConfig, DirectGetErrorKind, StorageType};
+use async_nats::jetstream::{self, Context, stream::Stream};
+use serde::de::DeserializeOwned;
+
+use crate::names;
+
+/// A NATS failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server could not be reached or refused the request.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// A stored message is not what this version expects.
+    #[error("message on {subject} is not valid: {reason}")]
+    Payload {
+        /// Where it was.
+        subject: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Wraps any async-nats error.
+    pub fn nats(e: impl std::fmt::Display) -> Self {
+        Self::Nats(e.to_string())
+    }
+}
+
+/// The two streams, created if missing.
+#[derive(Debug, Clone)]
+pub struct Streams {
+    /// Commands and worker events.
+    pub axon: Stream,
+    /// Chained log events.
+    pub log: Stream,
+}
+
+/// Connects to NATS and returns a JetStream context whose publish acks may be in flight
+/// up to the client's limit.
+pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, Context), Error> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(Error::nats)?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build(client.clone());
+    Ok((client, js))
+}
+
+/// Creates streams `AXON` and `AXON_LOG` if they do not exist (every role calls this on start).
+pub async fn ensure_streams(js: &Context) -> Result<Streams, Error> {
+    let config = |name: &str, subjects: &[&str]| StreamConfig {
+        name: name.to_owned(),
+        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        storage: StorageType::File,
+        allow_direct: true,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let axon = js
+        .get_or_create_stream(config(names::STREAM_AXON, &names::AXON_SUBJECTS))
+        .await
+        .map_err(Error::nats)?;
+    let log = js
+        .get_or_create_stream(config(names::STREAM_AXON_LOG, &names::AXON_LOG_SUBJECTS))
+        .await
+        .map_err(Error::nats)?;
+    Ok(Streams { axon, log })
+}
+
+/// The last message on `subject` in `stream`, decoded; `None` if there is none.
+pub async fn last_on_subject<T: DeserializeOwned>(
+    stream: &Stream,
+    subject: String,
+) -> Result<Option<T>, Error> {
+    match stream.direct_get_last_for_subject(subject.clone()).await {
+        Ok(message) => serde_json::from_slice(&message.payload)
+            .map(Some)
+            .map_err(|e| Error::Payload {
+                subject,
+                reason: e.to_string(),
+            }),
+        Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(Error::nats(e)),
+    }
+}

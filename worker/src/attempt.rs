@@ -1,0 +1,179 @@
+//! One attempt at a task: from a start command to its acked terminal event.
+
+use std::future::pending;
+use std::time::Duration;
+
+use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use shared::events::TaskEvent;
+use shared::events::wire::{CancelCommand, StartCommand};
+use shared::{adapters, names};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Env;
+use crate::adapters::Outcome;
+use crate::emitter::{Emitter, ShuttingDown};
+
+/// What becomes of the start command.
+enum Verdict {
+    /// Log this terminal event, then ack the command.
+    End(TaskEvent),
+    /// Give the command back for another worker (shutdown, or NATS trouble).
+    HandBack,
+}
+
+/// Why the adapter was asked to stop.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    Cancel,
+    Timeout,
+    Shutdown,
+}
+
+/// Runs the attempt that `message` (a start command) stands for.
+pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken) {
+    let attempt = match message.info() {
+        Ok(info) => u32::try_from(info.delivered).unwrap_or(u32::MAX),
+        Err(e) => {
+            tracing::error!(error = %e, "start command without delivery info; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let (message, acker) = message.split();
+    let start: StartCommand = match serde_json::from_slice(&message.payload) {
+        Ok(start) => start,
+        Err(e) => {
+            tracing::error!(subject = %message.subject, error = %e, "malformed start command; terminating it");
+            let _ = acker.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let emitter = Emitter::new(
+        env.js.clone(),
+        start.task_id,
+        start.tenant_id,
+        attempt,
+        shutdown.clone(),
+    );
+    let verdict = decide(&env, &start, attempt, &emitter, &acker, &shutdown).await;
+    let acked = match verdict {
+        Ok(Verdict::End(terminal)) => {
+            let stored = match emitter.emit(terminal).await {
+                Ok(()) => emitter.flush().await,
+                Err(e) => Err(e),
+            };
+            stored.is_ok() && acker.double_ack().await.is_ok()
+        }
+        Ok(Verdict::HandBack) | Err(ShuttingDown) => false,
+    };
+    if !acked {
+        let _ = acker.ack_with(AckKind::Nak(None)).await;
+    }
+    tracing::debug!(task_id = %start.task_id, attempt, acked, "attempt over");
+}
+
+async fn decide(
+    env: &Env,
+    start: &StartCommand,
+    attempt: u32,
+    emitter: &Emitter,
+    acker: &Acker,
+    shutdown: &CancellationToken,
+) -> Result<Verdict, ShuttingDown> {
+    let cancel_subject = names::cancel_subject(start.tenant_id, start.task_id);
+    // Subscribe before looking for an earlier cancel, so none slips between the two.
+    let mut cancels = match env.client.subscribe(cancel_subject.clone()).await {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to cancels; handing the task back");
+            return Ok(Verdict::HandBack);
+        }
+    };
+    match shared::nats::last_on_subject::<CancelCommand>(&env.axon, cancel_subject).await {
+        Ok(Some(_)) => return Ok(Verdict::End(TaskEvent::Canceled {})),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for cancels; handing the task back");
+            return Ok(Verdict::HandBack);
+        }
+    }
+    if attempt > start.max_attempts {
+        return Ok(Verdict::End(TaskEvent::Failed {
+            error: format!(
+                "every worker that ran this task was lost before it finished ({} attempts; TASK_MAX_ATTEMPTS is {})",
+                attempt - 1,
+                start.max_attempts
+            ),
+            exit_code: None,
+        }));
+    }
+    if !env.settings.adapters_enabled.contains(&start.adapter) {
+        return Ok(Verdict::End(TaskEvent::Failed {
+            error: format!(
+                "adapter '{}' is not enabled on this worker; the operator enables it with ADAPTERS_ENABLED",
+                start.adapter
+            ),
+            exit_code: None,
+        }));
+    }
+    let args = match adapters::parse(&start.adapter, &start.args) {
+        Ok(args) => args,
+        Err(error) => {
+            return Ok(Verdict::End(TaskEvent::Failed {
+                error,
+                exit_code: None,
+            }));
+        }
+    };
+    emitter
+        .emit(TaskEvent::Started {
+            worker_id: env.settings.worker_id.clone(),
+            attempt,
+        })
+        .await?;
+
+    let tuning = &env.settings.tuning;
+    let stop = CancellationToken::new();
+    let mut heartbeat = tokio::time::interval(tuning.ack_wait / 3);
+    let deadline = start
+        .timeout_s
+        .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+    let mut timeout = std::pin::pin!(async move {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => pending().await,
+        }
+    });
+    let mut adapter = std::pin::pin!(crate::adapters::run(
+        args,
+        emitter,
+        stop.clone(),
+        tuning.kill_grace
+    ));
+    let mut reason = None;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut adapter => break outcome?,
+            _ = heartbeat.tick() => {
+                if let Err(e) = acker.ack_with(AckKind::Progress).await {
+                    tracing::warn!(error = %e, "in-progress ack failed");
+                }
+            }
+            Some(_) = cancels.next(), if reason.is_none() => reason = Some(Stop::Cancel),
+            () = &mut timeout, if reason.is_none() => reason = Some(Stop::Timeout),
+            () = shutdown.cancelled(), if reason.is_none() => reason = Some(Stop::Shutdown),
+        }
+        if reason.is_some() {
+            stop.cancel();
+        }
+    };
+    Ok(match (outcome, reason) {
+        (Outcome::Finished(terminal), _) => Verdict::End(terminal),
+        (Outcome::Stopped, Some(Stop::Cancel)) => Verdict::End(TaskEvent::Canceled {}),
+        (Outcome::Stopped, Some(Stop::Timeout)) => Verdict::End(TaskEvent::Timeout {}),
+        (Outcome::Stopped, _) => Verdict::HandBack,
+    })
+}
