@@ -1,1 +1,3 @@
-//! e2e
+//! End-to-end tests: real NATS JetStream, PostgreSQL and Redis, the real `axontask` binary.
+
+mod pipeline;
