@@ -1,3 +1,7 @@
 //! End-to-end tests: real NATS JetStream, PostgreSQL and Redis, the real `axontask` binary.
 
+mod bad_input;
+mod control;
+mod crash;
 mod pipeline;
+mod resume;

@@ -1,0 +1,184 @@
+//! Cancel, failure, timeout and idempotent starts.
+
+use std::time::{Duration, Instant};
+
+use e2e::{Cluster, Options, assert_chain, eventually, kinds};
+use futures::StreamExt;
+use serde_json::json;
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_process_within_two_seconds() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let task = cluster
+        .start_task(json!({"name": "sleeper", "adapter": "shell", "args": {"command": "echo $$; exec sleep 60"}}))
+        .await?;
+    let mut stream = cluster.sse(&task, "", None).await?;
+    let pid = loop {
+        let event = tokio::time::timeout(e2e::PATIENCE, stream.next())
+            .await?
+            .expect("an event");
+        if event["kind"] == "stdout" {
+            break event["payload"]["line"]
+                .as_str()
+                .expect("a line")
+                .parse::<i32>()?;
+        }
+    };
+    assert!(alive(pid), "sleep 60 runs as pid {pid}");
+    let asked = Instant::now();
+    let (status, body) = cluster
+        .post(
+            &format!("/mcp/tasks/{task}/cancel"),
+            Some(&cluster.api_key),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!((status, body), (200, json!({"canceled": true})));
+    let rest = e2e::collect_to_end(stream).await?;
+    assert_eq!(kinds(&rest), ["cancel_requested", "canceled"]);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "canceled after {:?}",
+        asked.elapsed()
+    );
+    eventually(|| async { !alive(pid) }).await?;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "process gone after {:?}",
+        asked.elapsed()
+    );
+
+    // Cancel is idempotent.
+    let (status, body) = cluster
+        .post(
+            &format!("/mcp/tasks/{task}/cancel"),
+            Some(&cluster.api_key),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!((status, body), (200, json!({"canceled": true})));
+    assert_chain(&cluster.stream_to_end(&task).await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pending_task_canceled_is_never_started() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await?;
+    let task = cluster
+        .start_task(json!({"name": "never", "adapter": "mock", "args": {"steps": 1}}))
+        .await?;
+    let (status, _) = cluster
+        .post(
+            &format!("/mcp/tasks/{task}/cancel"),
+            Some(&cluster.api_key),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let events = cluster.stream_to_end(&task).await?;
+    assert_eq!(
+        kinds(&events),
+        ["requested", "cancel_requested", "canceled"]
+    );
+
+    // A worker that comes later takes the start command but does not run it.
+    cluster.spawn_role("worker-late", "worker").await?;
+    let later = cluster
+        .start_task(json!({"name": "later", "adapter": "mock", "args": {"steps": 1}}))
+        .await?;
+    assert_eq!(
+        kinds(&cluster.stream_to_end(&later).await?).last(),
+        Some(&"succeeded")
+    );
+    let again = cluster.stream_to_end(&task).await?;
+    assert_eq!(again, events, "nothing was added to the canceled task");
+    Ok(())
+}
+
+#[tokio::test]
+async fn failure_and_timeout_are_terminal_states() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let failing = cluster
+        .start_task(json!({"name": "f", "adapter": "shell", "args": {"command": ["sh", "-c", "echo oops >&2; exit 3"]}}))
+        .await?;
+    let events = cluster.stream_to_end(&failing).await?;
+    assert_eq!(kinds(&events), ["requested", "started", "stderr", "failed"]);
+    assert_eq!(
+        events[3]["payload"],
+        json!({"error": "exit code 3", "exit_code": 3})
+    );
+
+    let mock = cluster
+        .start_task(json!({"name": "m", "adapter": "mock", "args": {"steps": 3, "interval_ms": 1, "fail_at": 2}}))
+        .await?;
+    let events = cluster.stream_to_end(&mock).await?;
+    assert_eq!(
+        kinds(&events),
+        ["requested", "started", "progress", "failed"]
+    );
+    assert_eq!(
+        events[3]["payload"],
+        json!({"error": "mock failure at step 2"})
+    );
+
+    let slow = cluster
+        .start_task(json!({"name": "t", "adapter": "shell", "args": {"command": "sleep 30"}, "timeout_s": 1}))
+        .await?;
+    let started = Instant::now();
+    let events = cluster.stream_to_end(&slow).await?;
+    assert_eq!(kinds(&events), ["requested", "started", "timeout"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "timed out after {:?}",
+        started.elapsed()
+    );
+    let (_, status) = cluster
+        .get(&format!("/mcp/tasks/{slow}/status"), Some(&cluster.api_key))
+        .await?;
+    assert_eq!(status["state"], "timeout");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retried_start_with_an_idempotency_key_is_one_task() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let body = json!({"name": "once", "adapter": "mock", "args": {"steps": 1}, "idempotency_key": "deploy-42"});
+    let first = cluster.start_task(body.clone()).await?;
+    let second = cluster.start_task(body.clone()).await?;
+    assert_eq!(first, second);
+    let events = cluster.stream_to_end(&first).await?;
+    assert_eq!(
+        kinds(&events),
+        ["requested", "started", "progress", "succeeded"]
+    );
+    // After the projector recorded it, the key is found in Postgres.
+    assert_eq!(cluster.start_task(body).await?, first);
+    let other = cluster
+        .start_task(json!({"name": "once", "adapter": "mock", "args": {"steps": 1}}))
+        .await?;
+    assert_ne!(other, first, "no key, a new task");
+    // Another tenant's identical key is another task.
+    let beta = cluster.create_key("beta").await?;
+    let (_, theirs) = cluster
+        .post(
+            "/mcp/start_task",
+            Some(&beta),
+            &json!({"name": "once", "adapter": "mock", "idempotency_key": "deploy-42"}),
+        )
+        .await?;
+    assert_ne!(theirs["task_id"], json!(first));
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Crashes: a worker or the projector SIGKILLed mid-task, Redis flushed mid-stream.
+
+use e2e::{Cluster, Options, assert_chain, collect_to_end, kinds};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// Reads the stream until an event of `kind`; returns all read so far and the stream.
+async fn until_kind(
+    mut stream: impl futures::Stream<Item = Value> + Unpin,
+    kind: &str,
+) -> anyhow::Result<(Vec<Value>, impl futures::Stream<Item = Value> + Unpin)> {
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(e2e::PATIENCE, stream.next())
+            .await?
+            .expect("an event");
+        let found = event["kind"] == kind;
+        seen.push(event);
+        if found {
+            return Ok((seen, stream));
+        }
+    }
+}
+
+fn worker_pid(started: &Value) -> u32 {
+    let worker = started["payload"]["worker_id"].as_str().expect("worker_id");
+    worker
+        .rsplit(':')
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .expect("host:pid")
+}
+
+#[tokio::test]
+async fn a_killed_worker_s_task_is_run_again_by_another() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options {
+        workers: 2,
+        ..Options::default()
+    })
+    .await?;
+    let task = cluster
+        .start_task(
+            json!({"name": "long", "adapter": "mock", "args": {"steps": 15, "interval_ms": 100}}),
+        )
+        .await?;
+    let (mut seen, stream) = until_kind(cluster.sse(&task, "", None).await?, "progress").await?;
+    let pid = worker_pid(&seen[1]);
+    let victim = ["worker-1", "worker-2"]
+        .into_iter()
+        .find(|name| cluster.pid(name) == Some(pid))
+        .expect("the worker that started the task");
+    cluster.kill(victim).await?;
+    seen.extend(collect_to_end(stream).await?);
+    assert_chain(&seen);
+    assert_eq!(kinds(&seen).last(), Some(&"succeeded"));
+    let attempts: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e["kind"] == "started")
+        .map(|e| &e["payload"]["attempt"])
+        .collect();
+    assert_eq!(attempts, [&json!(1), &json!(2)]);
+    assert_ne!(
+        worker_pid(
+            seen.iter()
+                .rfind(|e| e["kind"] == "started")
+                .expect("a restart")
+        ),
+        pid
+    );
+    cluster.assert_everywhere(&task, &seen, true).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_whose_workers_keep_dying_fails_with_a_reason() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options {
+        max_attempts: 1,
+        ..Options::default()
+    })
+    .await?;
+    let task = cluster
+        .start_task(json!({"name": "doomed", "adapter": "mock", "args": {"steps": 100, "interval_ms": 100}}))
+        .await?;
+    let (mut seen, stream) = until_kind(cluster.sse(&task, "", None).await?, "started").await?;
+    cluster.kill("worker-1").await?;
+    cluster.spawn_role("worker-2", "worker").await?;
+    seen.extend(collect_to_end(stream).await?);
+    assert_chain(&seen);
+    let last = seen.last().expect("events");
+    assert_eq!(last["kind"], "failed");
+    let error = last["payload"]["error"].as_str().expect("an error");
+    assert!(error.contains("TASK_MAX_ATTEMPTS"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_projector_resumes_without_duplicates_or_gaps() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options::default()).await?;
+    let lines = 20_000;
+    let task = cluster
+        .start_task(json!({"name": "chatty", "adapter": "shell", "args": {"command": format!("seq 1 {lines}")}}))
+        .await?;
+    let mut stream = cluster.sse(&task, "", None).await?;
+    let mut seen = Vec::new();
+    while seen.len() < 100 {
+        seen.push(
+            tokio::time::timeout(e2e::PATIENCE, stream.next())
+                .await?
+                .expect("an event"),
+        );
+    }
+    cluster.kill("projector").await?;
+    cluster.spawn_role("projector-2", "projector").await?;
+    seen.extend(collect_to_end(stream).await?);
+    assert_eq!(
+        seen.len(),
+        lines + 3,
+        "requested, started, the lines, succeeded"
+    );
+    assert_chain(&seen);
+    cluster.assert_everywhere(&task, &seen, true).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sse_clients_get_every_event_across_a_redis_flushall() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let task = cluster
+        .start_task(
+            json!({"name": "flush", "adapter": "mock", "args": {"steps": 30, "interval_ms": 20}}),
+        )
+        .await?;
+    let (mut seen, stream) = until_kind(cluster.sse(&task, "", None).await?, "progress").await?;
+    let mut redis = cluster.redis().await?;
+    redis::cmd("FLUSHALL").query_async::<()>(&mut redis).await?;
+    seen.extend(collect_to_end(stream).await?);
+    assert_eq!(seen.len(), 33);
+    assert_chain(&seen);
+    // A client arriving after the flush reads what Redis lost from Postgres.
+    assert_eq!(cluster.stream_to_end(&task).await?, seen);
+    cluster.assert_everywhere(&task, &seen, false).await?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! A client cut off mid-stream resumes with exactly the missing events.
+
+use e2e::{Cluster, Options, assert_chain, collect_to_end, open_sse};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+async fn first_events(
+    stream: &mut (impl futures::Stream<Item = Value> + Unpin),
+    n: usize,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let event = tokio::time::timeout(e2e::PATIENCE, stream.next())
+            .await
+            .expect("in time")
+            .expect("an event");
+        seen.push(event);
+    }
+    seen
+}
+
+async fn slow_task(cluster: &Cluster) -> anyhow::Result<String> {
+    cluster
+        .start_task(
+            json!({"name": "slow", "adapter": "mock", "args": {"steps": 12, "interval_ms": 40}}),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn last_event_id_and_since_seq_resume_without_loss_or_repeat() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    for by_header in [true, false] {
+        let task = slow_task(&cluster).await?;
+        let mut first = cluster.sse(&task, "", None).await?;
+        let mut seen = first_events(&mut first, 4).await;
+        drop(first);
+        let last = seen.last().expect("four events")["seq"]
+            .as_u64()
+            .expect("seq");
+        let rest = if by_header {
+            // Last-Event-ID wins over since_seq.
+            cluster.sse(&task, "?since_seq=1", Some(last)).await?
+        } else {
+            cluster
+                .sse(&task, &format!("?since_seq={last}"), None)
+                .await?
+        };
+        seen.extend(collect_to_end(rest).await?);
+        assert_eq!(seen.len(), 15, "requested, started, 12 progress, succeeded");
+        assert_chain(&seen);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn resume_token_and_resume_route() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let (_, started) = cluster
+        .post(
+            "/mcp/start_task",
+            Some(&cluster.api_key),
+            &json!({"name": "t", "adapter": "mock", "args": {"steps": 3, "interval_ms": 10}}),
+        )
+        .await?;
+    let task = started["task_id"].as_str().expect("task_id");
+    assert_eq!(started["stream_url"], format!("/mcp/tasks/{task}/stream"));
+    let token = started["resume_token"].as_str().expect("resume_token");
+
+    // A browser EventSource: no headers, the token in the query.
+    let url = format!(
+        "{}/mcp/tasks/{task}/stream?since_seq=2&resume_token={token}",
+        cluster.base_url
+    );
+    let tail = collect_to_end(open_sse(cluster.http.get(&url)).await?).await?;
+    assert_eq!(tail.first().expect("events")["seq"], 3);
+
+    let all = collect_to_end(
+        open_sse(
+            cluster
+                .http
+                .post(format!("{}/mcp/tasks/{task}/resume", cluster.base_url))
+                .header("X-Api-Key", &cluster.api_key)
+                .json(&json!({"last_seq": 0})),
+        )
+        .await?,
+    )
+    .await?;
+    assert_chain(&all);
+    assert_eq!(&all[2..], &tail[..]);
+
+    // A token is only good for its own task.
+    let other = cluster
+        .start_task(json!({"name": "o", "adapter": "mock", "args": {"steps": 1}}))
+        .await?;
+    let forged = format!(
+        "{}/mcp/tasks/{other}/stream?resume_token={token}",
+        cluster.base_url
+    );
+    let response = cluster.http.get(&forged).send().await?;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "invalid_resume_token");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ended_task_streams_its_log_then_closes() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let task = cluster
+        .start_task(json!({"name": "t", "adapter": "mock", "args": {"steps": 2, "interval_ms": 1}}))
+        .await?;
+    let live = cluster.stream_to_end(&task).await?;
+    let replay = cluster.stream_to_end(&task).await?;
+    assert_eq!(live, replay);
+    // Past the end: nothing, and the stream closes at once.
+    let mut after = cluster
+        .sse(&task, &format!("?since_seq={}", live.len()), None)
+        .await?;
+    let next = tokio::time::timeout(e2e::PATIENCE, after.next()).await?;
+    assert!(next.is_none());
+    Ok(())
+}
