@@ -67,11 +67,12 @@ impl Default for Options {
 pub struct Cluster {
     dir: tempfile::TempDir,
     _nats: Child,
-    _redis: Child,
+    redis: Child,
     admin_url: String,
     db_name: String,
     env: HashMap<&'static str, String>,
     roles: HashMap<String, Child>,
+    ports: HashMap<String, u16>,
     /// The HTTP base URL of the API process (command-api and query-api).
     pub base_url: String,
     /// An API key of tenant `alpha`.
@@ -168,11 +169,12 @@ impl Cluster {
         let mut cluster = Self {
             dir,
             _nats: nats,
-            _redis: redis,
+            redis,
             admin_url,
             db_name,
             env,
             roles: HashMap::new(),
+            ports: HashMap::new(),
             base_url: String::new(),
             api_key: String::new(),
             nats_url,
@@ -232,6 +234,7 @@ impl Cluster {
             .kill_on_drop(true)
             .spawn()?;
         self.roles.insert(name.to_owned(), child);
+        self.ports.insert(name.to_owned(), port);
         let ready = format!("http://127.0.0.1:{port}/readyz");
         eventually(|| async {
             self.http
@@ -243,6 +246,41 @@ impl Cluster {
         .await
         .with_context(|| format!("{name} never became ready; log:\n{}", self.log(name)))?;
         Ok(port)
+    }
+
+    /// The HTTP base URL of role process `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[name])
+    }
+
+    /// Stops this cluster's Redis server.
+    pub async fn kill_redis(&mut self) -> anyhow::Result<()> {
+        self.redis.start_kill()?;
+        self.redis.wait().await?;
+        Ok(())
+    }
+
+    /// Runs `axontask` with extra environment and returns its exit status and stderr.
+    pub async fn run_with_env(
+        &self,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<(bool, String)> {
+        let output = Command::new(&self.env["AXONTASK_BIN"])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(extra.iter().copied())
+            .output()
+            .await?;
+        Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    }
+
+    /// Takes role process `name` out of the cluster (to signal and await it).
+    pub fn take(&mut self, name: &str) -> Option<Child> {
+        self.roles.remove(name)
     }
 
     /// The pid of role process `name`.

@@ -3,5 +3,6 @@
 mod bad_input;
 mod control;
 mod crash;
+mod ops;
 mod pipeline;
 mod resume;

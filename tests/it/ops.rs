@@ -1,0 +1,116 @@
+//! What operators rely on: health, readiness, metrics, configuration errors, shutdown.
+
+use std::time::Duration;
+
+use e2e::{Cluster, Options};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+
+#[tokio::test]
+async fn health_readiness_and_metrics() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options::default()).await?;
+    let task = cluster
+        .start_task(json!({"name": "m", "adapter": "mock", "args": {"steps": 2, "interval_ms": 1}}))
+        .await?;
+    cluster.stream_to_end(&task).await?;
+    let http = cluster.http.clone();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(url).send().await?;
+            anyhow::Ok((response.status().as_u16(), response.text().await?))
+        }
+    };
+    assert_eq!(
+        get(format!("{}/healthz", cluster.base_url)).await?,
+        (200, r#"{"status":"ok"}"#.into())
+    );
+    let (status, api) = get(format!("{}/metrics", cluster.base_url)).await?;
+    assert_eq!(status, 200);
+    assert!(api.contains("axon_sse_clients"), "{api}");
+    assert!(api.contains(r#"axon_tasks{state="succeeded"} 1"#), "{api}");
+    let (_, projector) = get(format!("{}/metrics", cluster.url("projector"))).await?;
+    assert!(
+        projector.contains("axon_events_projected_total 5"),
+        "{projector}"
+    );
+    assert!(projector.contains("axon_projector_lag"), "{projector}");
+
+    cluster.kill_redis().await?;
+    let (status, body) = get(format!("{}/readyz", cluster.base_url)).await?;
+    assert_eq!(status, 503);
+    let body: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("redis"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_start_up_naming_the_variable() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await?;
+    for (var, value) in [
+        ("API_PORT", "eighty"),
+        ("ADAPTERS_ENABLED", "mock,docker"),
+        ("HMAC_SECRET", "short"),
+    ] {
+        let (ok, stderr) = cluster.run_with_env(&["serve"], &[(var, value)]).await?;
+        assert!(!ok);
+        assert!(stderr.contains(var), "{stderr}");
+    }
+    let (ok, stderr) = cluster
+        .run_with_env(&["migrate"], &[("DATABASE_URL", "mysql://x")])
+        .await?;
+    assert!(!ok);
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_hands_running_tasks_back_and_exits() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options::default()).await?;
+    let task = cluster
+        .start_task(
+            json!({"name": "s", "adapter": "shell", "args": {"command": "echo go; sleep 30"}}),
+        )
+        .await?;
+    let mut stream = cluster.sse(&task, "", None).await?;
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .is_none_or(|e: &serde_json::Value| e["kind"] != "stdout")
+    {
+        seen.push(
+            tokio::time::timeout(e2e::PATIENCE, futures::StreamExt::next(&mut stream))
+                .await?
+                .expect("an event"),
+        );
+    }
+    let mut worker = cluster.take("worker-1").expect("worker-1");
+    let pid = i32::try_from(worker.id().expect("running"))?;
+    kill(Pid::from_raw(pid), Signal::SIGTERM)?;
+    let status = tokio::time::timeout(Duration::from_secs(10), worker.wait()).await??;
+    assert!(status.success(), "{status}");
+    // The command went back to the stream: the next worker runs the task again.
+    cluster.spawn_role("worker-2", "worker").await?;
+    let (status, _) = cluster
+        .post(
+            &format!("/mcp/tasks/{task}/cancel"),
+            Some(&cluster.api_key),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    seen.extend(e2e::collect_to_end(stream).await?);
+    e2e::assert_chain(&seen);
+    assert_eq!(seen.last().expect("events")["kind"], "canceled");
+    Ok(())
+}
