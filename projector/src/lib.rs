@@ -2,10 +2,11 @@
 //! (an ordered consumer starting after its offset in Postgres), turns commands and worker
 //! events into chained log events through the task aggregate, and writes each batch —
 //! `task_events`, `tasks` and its offset — in one transaction, so a redelivered message is
-//! never logged twice. After the commit it fans the events out to Redis and `AXON_LOG`;
-//! if that fails it keeps projecting and catches the fan-out up from Postgres later.
+//! never logged twice. After the commit it hands the events to the fan-out (Redis and
+//! `AXON_LOG`), which runs beside it; if that falls behind or fails, projecting goes on
+//! and the fan-out catches up from Postgres later.
 //!
-//! Entry points: [`Projector::create`], then [`Projector::run`]; [`Projector::step`] for tests.
+//! Entry points: [`Projector::create`], then [`Projector::run`].
 
 mod decode;
 mod fanout;
@@ -14,7 +15,9 @@ mod store;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
@@ -24,18 +27,21 @@ use futures::{FutureExt, StreamExt};
 use redis::aio::ConnectionManager;
 use shared::ids::TaskId;
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, Job};
 use crate::projection::Projection;
 use crate::store::Offsets;
 
 /// Most AXON messages in one transaction.
 const MAX_BATCH: usize = 1000;
-/// Events re-sent per round when the fan-out catches up from Postgres.
-const CATCH_UP_CHUNK: u64 = 5000;
+/// Committed batches waiting for the fan-out; when full, later ones are caught up from Postgres.
+const FANOUT_QUEUE: usize = 64;
 /// Pause between retries after a failure.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long the fan-out may take to drain at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Why a projector run stopped (it restarts from its Postgres offset).
 #[derive(Debug, thiserror::Error)]
@@ -59,16 +65,7 @@ pub struct Projector {
     fanout: Fanout,
     cache: HashMap<TaskId, Projection>,
     offsets: Offsets,
-    last_catch_up: Option<Instant>,
-}
-
-/// What one step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Processed {
-    /// A batch of this many AXON messages was projected.
-    Batch(usize),
-    /// Shutdown was requested.
-    Shutdown,
+    fanned: Arc<AtomicU64>,
 }
 
 impl Projector {
@@ -83,7 +80,7 @@ impl Projector {
                 applied: 0,
                 fanned: 0,
             },
-            last_catch_up: None,
+            fanned: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -103,19 +100,32 @@ impl Projector {
     }
 
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
-        let mut messages = self.subscribe().await?;
-        loop {
-            if self.step(&mut messages, shutdown).await? == Processed::Shutdown {
-                return Ok(());
-            }
+        self.offsets = store::offsets(&self.pool).await?;
+        self.fanned.store(self.offsets.fanned, Ordering::Release);
+        let (jobs, queue) = mpsc::channel(FANOUT_QUEUE);
+        let mut fanout = tokio::spawn(self.fanout.clone().run(queue, self.fanned.clone()));
+        // An empty job at the offset makes the fan-out catch up what a crash left unsent.
+        let applied = self.offsets.applied;
+        let catch_up = Job {
+            after: applied,
+            upto: applied,
+            events: Vec::new(),
+        };
+        jobs.try_send(catch_up).expect("a new queue has room");
+        let result = self.consume(&jobs, shutdown).await;
+        drop(jobs);
+        if result.is_err() || tokio::time::timeout(DRAIN, &mut fanout).await.is_err() {
+            fanout.abort();
         }
+        result
     }
 
-    /// Loads the offset and opens an ordered consumer right after it.
-    pub async fn subscribe(&mut self) -> Result<Ordered, Error> {
-        self.offsets = store::offsets(&self.pool).await?;
-        self.last_catch_up = None;
-        self.catch_up().await;
+    /// Projects batches from an ordered consumer starting right after the offset.
+    async fn consume(
+        &mut self,
+        jobs: &mpsc::Sender<Job>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Error> {
         let consumer = self
             .axon
             .create_consumer(OrderedConfig {
@@ -126,36 +136,20 @@ impl Projector {
             })
             .await
             .map_err(nats)?;
-        consumer.messages().await.map_err(nats)
-    }
-
-    /// Waits for messages, projects the ready ones as one batch, commits, fans out.
-    pub async fn step(
-        &mut self,
-        messages: &mut Ordered,
-        shutdown: &CancellationToken,
-    ) -> Result<Processed, Error> {
-        let first = tokio::select! {
-            next = messages.next() => next,
-            () = shutdown.cancelled() => return Ok(Processed::Shutdown),
-        };
-        let mut batch = vec![
-            first
-                .ok_or_else(|| nats("the AXON consumer ended"))?
-                .map_err(nats)?,
-        ];
-        while batch.len() < MAX_BATCH {
-            match messages.next().now_or_never() {
-                Some(Some(message)) => batch.push(message.map_err(nats)?),
-                Some(None) | None => break,
-            }
+        let mut messages = consumer.messages().await.map_err(nats)?;
+        loop {
+            let Some(batch) = next_batch(&mut messages, shutdown).await? else {
+                return Ok(());
+            };
+            self.project(batch, jobs).await?;
         }
-        let count = batch.len();
-        self.project(batch).await?;
-        Ok(Processed::Batch(count))
     }
 
-    async fn project(&mut self, messages: Vec<Message>) -> Result<(), Error> {
+    async fn project(
+        &mut self,
+        messages: Vec<Message>,
+        jobs: &mpsc::Sender<Job>,
+    ) -> Result<(), Error> {
         let mut inputs = Vec::with_capacity(messages.len());
         let mut last_seq = self.offsets.applied;
         let mut pending = 0;
@@ -218,12 +212,12 @@ impl Projector {
             .filter_map(|id| self.cache.get(id).cloned())
             .collect();
 
-        let caught_up = self.offsets.fanned == self.offsets.applied;
         let to = Offsets {
             applied: last_seq,
-            fanned: self.offsets.fanned,
+            fanned: self.fanned.load(Ordering::Acquire),
         };
         store::commit(&self.pool, &batch, self.offsets, to).await?;
+        let after = self.offsets.applied;
         self.offsets = to;
         for id in &touched {
             if self
@@ -237,14 +231,16 @@ impl Projector {
         metrics::counter!("axon_events_projected_total").increment(batch.events.len() as u64);
         metrics::gauge!("axon_projector_lag").set(pending as f64);
 
-        let events: Vec<_> = batch.events.into_iter().map(|(e, _)| e).collect();
-        if caught_up {
-            match self.fanout.send(&events).await {
-                Ok(()) => self.offsets.fanned = last_seq,
-                Err(e) => tracing::warn!(error = %e, "fan-out failed; will catch up from Postgres"),
-            }
-        } else {
-            self.catch_up().await;
+        let events = batch.events.into_iter().map(|(e, _)| e).collect();
+        if jobs
+            .try_send(Job {
+                after,
+                upto: last_seq,
+                events,
+            })
+            .is_err()
+        {
+            tracing::debug!("fan-out queue full; it will catch up from Postgres");
         }
         Ok(())
     }
@@ -268,34 +264,35 @@ impl Projector {
         }
         Ok(())
     }
+}
 
-    /// Re-sends from Postgres what was committed but not fanned out (at most once a second).
-    async fn catch_up(&mut self) {
-        if self.last_catch_up.is_some_and(|at| at.elapsed() < RETRY) {
-            return;
-        }
-        self.last_catch_up = Some(Instant::now());
-        let behind = self.offsets.fanned < self.offsets.applied;
-        while self.offsets.fanned < self.offsets.applied {
-            let upto = self
-                .offsets
-                .applied
-                .min(self.offsets.fanned + CATCH_UP_CHUNK);
-            let sent = match store::events_between(&self.pool, self.offsets.fanned, upto).await {
-                Ok(events) => self.fanout.send(&events).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(error) = sent {
-                tracing::warn!(%error, "fan-out catch-up failed; will retry");
-                return;
+/// Waits for a message, then takes every message already delivered (up to [`MAX_BATCH`]);
+/// `None` on shutdown.
+async fn next_batch(
+    messages: &mut Ordered,
+    shutdown: &CancellationToken,
+) -> Result<Option<Vec<Message>>, Error> {
+    let first = tokio::select! {
+        next = messages.next() => next,
+        () = shutdown.cancelled() => return Ok(None),
+    };
+    let mut batch = vec![
+        first
+            .ok_or_else(|| nats("the AXON consumer ended"))?
+            .map_err(nats)?,
+    ];
+    let mut yielded = false;
+    while batch.len() < MAX_BATCH {
+        match messages.next().now_or_never() {
+            Some(Some(message)) => batch.push(message.map_err(nats)?),
+            Some(None) => break,
+            // Let the connection deliver what it has read before calling the batch complete.
+            None if !yielded => {
+                tokio::task::yield_now().await;
+                yielded = true;
             }
-            self.offsets.fanned = upto;
-        }
-        if behind {
-            tracing::info!(
-                upto = self.offsets.fanned,
-                "fan-out caught up from Postgres"
-            );
+            None => break,
         }
     }
+    Ok(Some(batch))
 }

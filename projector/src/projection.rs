@@ -87,43 +87,36 @@ impl Projection {
 
     /// Applies an input; on rejection the projection is unchanged.
     pub async fn apply(&mut self, input: Input) -> Result<Vec<Envelope>, Rejected> {
-        let before = self.clone();
-        let result = self.apply_unchecked(input).await;
-        if result.is_err() {
-            *self = before;
-        }
-        result
-    }
-
-    async fn apply_unchecked(&mut self, input: Input) -> Result<Vec<Envelope>, Rejected> {
-        let at = shared::time::parse_ts(&input.ts).unwrap_or_else(Utc::now);
-        let events = task::execute(&mut self.task, input.command).await?;
+        let mut task = self.task.clone();
+        let events = task::execute(&mut task, input.command).await?;
         let mut sealed = Vec::with_capacity(events.len());
-        for event in events {
-            match &event {
-                TaskEvent::Started { .. } => {
-                    self.started_at.get_or_insert(at);
-                }
-                terminal if terminal.kind().is_terminal() => {
-                    self.ended_at = Some(at);
-                    self.outcome = Some(terminal.payload());
-                }
-                _ => {}
-            }
+        let mut hash_prev = self.last_hash.clone();
+        for event in &events {
             let envelope = Unsealed {
                 task_id: self.task_id,
                 tenant_id: self.tenant_id,
-                seq: self.last_seq + 1,
+                seq: self.last_seq + 1 + sealed.len() as u64,
                 ts: input.ts.clone(),
                 kind: event.kind(),
                 payload: event.payload(),
-                hash_prev: self.last_hash.clone(),
+                hash_prev,
             }
             .seal()?;
-            self.last_seq = envelope.seq;
-            self.last_hash.clone_from(&envelope.hash_curr);
+            hash_prev = envelope.hash_curr.clone();
             sealed.push(envelope);
         }
+        let at = shared::time::parse_ts(&input.ts).unwrap_or_else(Utc::now);
+        for event in &events {
+            if let TaskEvent::Started { .. } = event {
+                self.started_at.get_or_insert(at);
+            } else if event.kind().is_terminal() {
+                self.ended_at = Some(at);
+                self.outcome = Some(event.payload());
+            }
+        }
+        self.task = task;
+        self.last_seq += sealed.len() as u64;
+        self.last_hash = hash_prev;
         Ok(sealed)
     }
 }
