@@ -122,21 +122,7 @@ impl Cluster {
             .spawn()
             .context("starting nats-server")?;
         let redis_port = free_port();
-        let redis = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &redis_port.to_string(),
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting redis-server; {hint}"))?;
+        let redis = spawn_redis(redis_port, dir.path())?;
 
         let db_name = format!("axon_test_{}", uuid::Uuid::now_v7().simple());
         let admin = sqlx::PgPool::connect(&admin_url)
@@ -260,6 +246,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts an empty Redis server again on the same port.
+    pub async fn restart_redis(&mut self) -> anyhow::Result<()> {
+        let port = self
+            .redis_url
+            .rsplit(':')
+            .next()
+            .context("a port")?
+            .parse()?;
+        self.redis = spawn_redis(port, self.dir.path())?;
+        wait_port(port).await
+    }
+
     /// Runs `axontask` with extra environment and returns its exit status and stderr.
     pub async fn run_with_env(
         &self,
@@ -341,6 +339,16 @@ impl Cluster {
         let response = request.send().await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Cancels a task with this cluster's key; returns status and body.
+    pub async fn cancel(&self, task: &str) -> anyhow::Result<(u16, Value)> {
+        self.post(
+            &format!("/mcp/tasks/{task}/cancel"),
+            Some(&self.api_key),
+            &json!({}),
+        )
+        .await
     }
 
     /// Starts a task with this cluster's key; returns its id.
@@ -606,6 +614,24 @@ async fn wait_port(port: u16) -> anyhow::Result<()> {
             .is_ok()
     })
     .await
+}
+
+fn spawn_redis(port: u16, dir: &Path) -> anyhow::Result<Child> {
+    Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting redis-server; run scripts/services.sh, which installs it")
 }
 
 fn replace_db(url: &str, db: &str) -> String {

@@ -30,7 +30,10 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
     let (nats, js) = shared::nats::connect(&config.nats_url, "axontask").await?;
     let streams = shared::nats::ensure_streams(&js).await?;
     let redis_client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
-    let redis = redis::aio::ConnectionManager::new(redis_client.clone())
+    // Reconnects on its own after Redis restarts, retrying at least once a second.
+    let redis_config =
+        redis::aio::ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(1));
+    let redis = redis::aio::ConnectionManager::new_with_config(redis_client.clone(), redis_config)
         .await
         .context("connecting to REDIS_URL")?;
 
@@ -60,16 +63,12 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 app = app.merge(command_api::router(state));
             }
             Role::QueryApi => {
-                let shared_conn = redis_client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .context("connecting to REDIS_URL")?;
-                let hub = query_api::hub::Hub::new(shared_conn.clone());
+                let hub = query_api::hub::Hub::new(redis.clone());
                 tracker.spawn(hub.clone().run(redis_client.clone(), token.child_token()));
                 let state = query_api::State::new(
                     pool.clone(),
                     streams.axon.clone(),
-                    shared_conn,
+                    redis.clone(),
                     hub,
                     &config.hmac_secret,
                 );

@@ -92,7 +92,7 @@ impl Fanout {
             while let Err(e) = self.deliver(&job, &fanned).await {
                 tracing::warn!(error = %e, "fan-out failed; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
             fanned.store(job.upto, Ordering::Release);
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, Client};
 use shared::events::wire::Envelope;
@@ -37,7 +37,7 @@ struct Inner {
     changed: Notify,
     /// The reader's connection id, for `CLIENT UNBLOCK` when a topic is added.
     reader_id: Mutex<Option<i64>>,
-    control: MultiplexedConnection,
+    control: ConnectionManager,
     healthy: AtomicBool,
 }
 
@@ -57,7 +57,7 @@ pub struct Subscription {
 
 impl Hub {
     /// A hub; `control` is a shared connection used to wake the reader.
-    pub fn new(control: MultiplexedConnection) -> Self {
+    pub fn new(control: ConnectionManager) -> Self {
         Self {
             inner: Arc::new(Inner {
                 topics: Mutex::new(HashMap::new()),

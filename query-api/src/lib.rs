@@ -35,7 +35,7 @@ impl State {
     pub fn new(
         pool: PgPool,
         axon: Stream,
-        redis: redis::aio::MultiplexedConnection,
+        redis: redis::aio::ConnectionManager,
         hub: Hub,
         hmac_secret: &str,
     ) -> Self {

@@ -1,18 +1,23 @@
 //! Reads a task's log after a given `seq`: from Redis when it holds the range, otherwise
 //! (trimmed, flushed, down, or not yet fanned out) from Postgres, the log of record.
 
-use redis::aio::MultiplexedConnection;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use shared::events::wire::Envelope;
 use shared::ids::{TaskId, TenantId};
 use shared::names;
 use sqlx::PgPool;
 
+/// How long a range read waits for Redis before reading Postgres instead.
+const REDIS_PATIENCE: Duration = Duration::from_millis(250);
+
 /// Reads log ranges.
 #[derive(Clone)]
 pub struct LogReader {
     pool: PgPool,
-    redis: MultiplexedConnection,
+    redis: ConnectionManager,
 }
 
 /// Reading failed in both stores.
@@ -22,7 +27,7 @@ pub struct Error(#[from] sqlx::Error);
 
 impl LogReader {
     /// A reader over both stores.
-    pub fn new(pool: PgPool, redis: MultiplexedConnection) -> Self {
+    pub fn new(pool: PgPool, redis: ConnectionManager) -> Self {
         Self { pool, redis }
     }
 
@@ -51,15 +56,18 @@ impl LogReader {
         limit: usize,
     ) -> Vec<Envelope> {
         let mut redis = self.redis.clone();
-        let reply: Result<StreamRangeReply, _> = redis::cmd("XRANGE")
+        let mut xrange = redis::cmd("XRANGE");
+        xrange
             .arg(names::events_key(task))
             .arg(format!("({after}-0"))
             .arg("+")
             .arg("COUNT")
-            .arg(limit)
-            .query_async(&mut redis)
-            .await;
-        let Ok(reply) = reply else { return Vec::new() };
+            .arg(limit);
+        let query = xrange.query_async::<StreamRangeReply>(&mut redis);
+        // Down or reconnecting: Postgres answers instead.
+        let Ok(Ok(reply)) = tokio::time::timeout(REDIS_PATIENCE, query).await else {
+            return Vec::new();
+        };
         let mut run = Vec::with_capacity(reply.ids.len());
         let mut expected = after + 1;
         for entry in reply.ids {

@@ -35,13 +35,7 @@ async fn cancel_stops_a_running_process_within_two_seconds() -> anyhow::Result<(
     };
     assert!(alive(pid), "sleep 60 runs as pid {pid}");
     let asked = Instant::now();
-    let (status, body) = cluster
-        .post(
-            &format!("/mcp/tasks/{task}/cancel"),
-            Some(&cluster.api_key),
-            &json!({}),
-        )
-        .await?;
+    let (status, body) = cluster.cancel(&task).await?;
     assert_eq!((status, body), (200, json!({"canceled": true})));
     let rest = e2e::collect_to_end(stream).await?;
     assert_eq!(kinds(&rest), ["cancel_requested", "canceled"]);
@@ -58,13 +52,7 @@ async fn cancel_stops_a_running_process_within_two_seconds() -> anyhow::Result<(
     );
 
     // Cancel is idempotent.
-    let (status, body) = cluster
-        .post(
-            &format!("/mcp/tasks/{task}/cancel"),
-            Some(&cluster.api_key),
-            &json!({}),
-        )
-        .await?;
+    let (status, body) = cluster.cancel(&task).await?;
     assert_eq!((status, body), (200, json!({"canceled": true})));
     assert_chain(&cluster.stream_to_end(&task).await?);
     Ok(())
@@ -80,13 +68,7 @@ async fn a_pending_task_canceled_is_never_started() -> anyhow::Result<()> {
     let task = cluster
         .start_task(json!({"name": "never", "adapter": "mock", "args": {"steps": 1}}))
         .await?;
-    let (status, _) = cluster
-        .post(
-            &format!("/mcp/tasks/{task}/cancel"),
-            Some(&cluster.api_key),
-            &json!({}),
-        )
-        .await?;
+    let (status, _) = cluster.cancel(&task).await?;
     assert_eq!(status, 200);
     let events = cluster.stream_to_end(&task).await?;
     assert_eq!(

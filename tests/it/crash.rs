@@ -22,6 +22,9 @@ async fn until_kind(
     }
 }
 
+/// A Redis stream entry: its id and fields.
+type Entry = (String, Vec<(String, String)>);
+
 fn worker_pid(started: &Value) -> u32 {
     let worker = started["payload"]["worker_id"].as_str().expect("worker_id");
     worker
@@ -137,6 +140,72 @@ async fn sse_clients_get_every_event_across_a_redis_flushall() -> anyhow::Result
     assert_eq!(seen.len(), 33);
     assert_chain(&seen);
     // A client arriving after the flush reads what Redis lost from Postgres.
+    assert_eq!(cluster.stream_to_end(&task).await?, seen);
+    cluster.assert_everywhere(&task, &seen, false).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_log_catches_up_after_redis_was_down() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options::default()).await?;
+    let task = cluster
+        .start_task(
+            json!({"name": "outage", "adapter": "mock", "args": {"steps": 40, "interval_ms": 25}}),
+        )
+        .await?;
+    let (mut seen, stream) = until_kind(cluster.sse(&task, "", None).await?, "progress").await?;
+    cluster.kill_redis().await?;
+    // While Redis is down the stream goes on from Postgres.
+    let (more, stream) = until_kind(stream, "succeeded").await?;
+    seen.extend(more);
+    cluster.restart_redis().await?;
+    assert_eq!(seen.len(), 43);
+    assert_chain(&seen);
+    let mut stream = stream;
+    assert!(
+        tokio::time::timeout(e2e::PATIENCE, stream.next())
+            .await?
+            .is_none()
+    );
+    // The projector re-sends from Postgres what it could not append while Redis was down.
+    // (The restarted Redis is empty: what it held before is gone, and readers get that
+    // range from Postgres.)
+    let key = format!("events:{task}");
+    let redis = cluster.redis().await?;
+    e2e::eventually(|| {
+        let mut redis = redis.clone();
+        let key = key.clone();
+        async move {
+            let last: redis::RedisResult<Vec<Entry>> = redis::cmd("XREVRANGE")
+                .arg(key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut redis)
+                .await;
+            last.is_ok_and(|entries| entries.first().is_some_and(|(id, _)| id == "43-0"))
+        }
+    })
+    .await?;
+    let mut redis = redis;
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await?;
+    let first = 44 - entries.len();
+    for ((id, fields), event) in entries.iter().zip(&seen[first - 1..]) {
+        assert_eq!(id, &format!("{}-0", event["seq"]));
+        let data = fields
+            .iter()
+            .find(|(k, _)| k == "data")
+            .map(|(_, v)| v)
+            .expect("data");
+        assert_eq!(&serde_json::from_str::<Value>(data)?, event);
+    }
+    // A client arriving now gets the whole log, whatever Redis lacks coming from Postgres.
     assert_eq!(cluster.stream_to_end(&task).await?, seen);
     cluster.assert_everywhere(&task, &seen, false).await?;
     Ok(())

@@ -101,13 +101,7 @@ async fn sigterm_hands_running_tasks_back_and_exits() -> anyhow::Result<()> {
     assert!(status.success(), "{status}");
     // The command went back to the stream: the next worker runs the task again.
     cluster.spawn_role("worker-2", "worker").await?;
-    let (status, _) = cluster
-        .post(
-            &format!("/mcp/tasks/{task}/cancel"),
-            Some(&cluster.api_key),
-            &json!({}),
-        )
-        .await?;
+    let (status, _) = cluster.cancel(&task).await?;
     assert_eq!(status, 200);
     seen.extend(e2e::collect_to_end(stream).await?);
     e2e::assert_chain(&seen);

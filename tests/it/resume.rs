@@ -121,3 +121,32 @@ async fn an_ended_task_streams_its_log_then_closes() -> anyhow::Result<()> {
     assert!(next.is_none());
     Ok(())
 }
+
+#[tokio::test]
+async fn an_idle_stream_gets_keep_alive_comments() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await?;
+    let task = cluster
+        .start_task(json!({"name": "idle", "adapter": "mock"}))
+        .await?;
+    let response = cluster
+        .http
+        .get(format!("{}/mcp/tasks/{task}/stream", cluster.base_url))
+        .header("X-Api-Key", &cluster.api_key)
+        .send()
+        .await?;
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    // The task stays pending (no worker), so after `requested` only comments come.
+    while !text.lines().any(|line| line.starts_with(':')) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), body.next())
+            .await?
+            .expect("the stream stays open")?;
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("event: requested"), "{text}");
+    Ok(())
+}

@@ -25,7 +25,7 @@ use crate::status;
 const PAGE: usize = 1000;
 /// Events buffered per client before the writer waits for the socket.
 const BUFFER: usize = 256;
-/// How often a client polls the stores while the hub cannot read Redis.
+/// How often a client checks the hub, and polls the stores while the hub cannot read Redis.
 const POLL: Duration = Duration::from_secs(1);
 /// The keep-alive comment interval.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -169,7 +169,13 @@ async fn follow(
         loop {
             let received = tokio::select! {
                 received = subscription.receiver.recv() => received,
-                () = tokio::time::sleep(POLL), if !state.hub.healthy() => Err(RecvError::Lagged(0)),
+                () = tokio::time::sleep(POLL) => {
+                    if state.hub.healthy() {
+                        continue;
+                    }
+                    // The hub cannot read Redis: poll the stores instead.
+                    Err(RecvError::Lagged(0))
+                }
                 () = sender.closed() => return Err(Stop::Left),
             };
             match received {
