@@ -51,6 +51,8 @@ pub struct Options {
     pub workers: usize,
     /// `TASK_MAX_ATTEMPTS`.
     pub max_attempts: u32,
+    /// Run `target/release/axontask` (for benchmarks) instead of `target/debug/axontask`.
+    pub release: bool,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             adapters: "mock,shell",
             workers: 1,
             max_attempts: 3,
+            release: false,
         }
     }
 }
@@ -97,10 +100,11 @@ impl Cluster {
             workspace().join(".data/nats/bin/nats-server"),
             hint,
         );
+        let profile = if options.release { "release" } else { "debug" };
         let axontask = binary(
             "AXONTASK_BIN",
-            workspace().join("target/debug/axontask"),
-            "run `cargo build -p axontask` first (scripts/test.sh does)",
+            workspace().join("target").join(profile).join("axontask"),
+            "build it first: `cargo build -p axontask` (scripts/test.sh does), with --release for benchmarks",
         );
         let admin_url = std::env::var("DATABASE_URL")
             .with_context(|| format!("DATABASE_URL is not set; {hint}"))?;

@@ -88,9 +88,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 )
                 .await?;
                 tracker.spawn(async move {
-                    if let Err(e) = worker.run(token.clone()).await {
-                        tracing::error!(error = %e, "worker stopped");
-                    }
+                    worker.run(token.clone()).await;
                     token.cancel();
                 });
             }

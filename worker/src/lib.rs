@@ -25,6 +25,8 @@ use tokio_util::task::TaskTracker;
 
 /// How long one pull request waits for commands.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// Pause after a failed pull (NATS unreachable).
+const RETRY: Duration = Duration::from_secs(1);
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -90,15 +92,15 @@ impl Worker {
         })
     }
 
-    /// Takes start commands while it has free slots, until `shutdown`. Running attempts
-    /// are then stopped and their commands handed back for another worker.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+    /// Takes start commands while it has free slots, until `shutdown` (retrying while NATS
+    /// is unreachable). Running attempts are then stopped and their commands handed back
+    /// for another worker.
+    pub async fn run(self, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.ctx.settings.tuning.concurrency));
         let running = TaskTracker::new();
-        let result = self.take_commands(&slots, &running, &shutdown).await;
+        self.take_commands(&slots, &running, &shutdown).await;
         running.close();
         running.wait().await;
-        result
     }
 
     async fn take_commands(
@@ -106,25 +108,34 @@ impl Worker {
         slots: &Arc<Semaphore>,
         running: &TaskTracker,
         shutdown: &CancellationToken,
-    ) -> Result<(), Error> {
+    ) {
         loop {
             let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return,
             };
             let mut permit = Some(first);
-            let mut batch = self
+            let pulled = self
                 .consumer
                 .batch()
                 .max_messages(slots.available_permits() + 1)
                 .expires(PULL_EXPIRES)
                 .messages()
-                .await
-                .map_err(shared::nats::Error::nats)?;
+                .await;
+            let mut batch = match pulled {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot pull start commands; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            };
             loop {
                 let next = tokio::select! {
                     next = batch.next() => next,
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = shutdown.cancelled() => return,
                 };
                 let message = match next {
                     None => break,

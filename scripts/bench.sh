@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the pipeline benchmark (release build) against real NATS, PostgreSQL and Redis on this
+# machine and prints its figures, raw service speeds first so the rest reads as ratios.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/services.sh >/dev/null
+# shellcheck disable=SC1091
+source "${AXON_DATA_DIR:-$root/.data}/services.env"
+cargo build --release --quiet -p axontask
+cargo bench --quiet -p e2e --bench pipeline

@@ -1,0 +1,233 @@
+//! The pipeline benchmark: raw NATS JetStream, Redis and Postgres speed, then AxonTask's
+//! end-to-end throughput, emit-to-SSE latency and SSE fan-out, all in one run on one
+//! machine, so the figures compare as ratios. Run `scripts/bench.sh`.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use anyhow::Context;
+use e2e::{Cluster, Options};
+use futures::StreamExt;
+use serde_json::json;
+
+const RAW_MESSAGES: usize = 100_000;
+const PAYLOAD: usize = 300;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options {
+        release: true,
+        ..Options::default()
+    })
+    .await?;
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "AxonTask pipeline benchmark: {cores} cores, every service on this machine, release build"
+    );
+    println!();
+
+    let nats = raw_nats(&cluster).await?;
+    let redis = raw_redis(&cluster).await?;
+    let pg = raw_postgres(&cluster).await?;
+    row(
+        "raw JetStream publish, 4,000 acks in flight",
+        nats,
+        "msg/s",
+        None,
+    );
+    row(
+        "raw Redis XADD, pipelines of 1,000",
+        redis,
+        "entries/s",
+        None,
+    );
+    row(
+        "raw Postgres INSERT, 1,000-row transactions",
+        pg,
+        "rows/s",
+        None,
+    );
+
+    let one = chatty_tasks(&cluster, 1, 100_000).await?;
+    row(
+        "1 shell task × 100,000 lines, start → last SSE event",
+        one,
+        "events/s",
+        Some(nats),
+    );
+    let ten = chatty_tasks(&cluster, 10, 20_000).await?;
+    row(
+        "10 shell tasks × 20,000 lines, one SSE client each",
+        ten,
+        "events/s",
+        Some(nats),
+    );
+
+    let latency = emit_to_sse(&mut cluster, 1, 2_000, 1).await?;
+    println!(
+        "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "emit → SSE latency, 1 client, 2,000 events 1 ms apart", latency.0, latency.1, latency.2
+    );
+    let fanout = emit_to_sse(&mut cluster, 1_000, 200, 10).await?;
+    println!(
+        "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "emit → SSE latency, 1,000 clients on one task, 200 events", fanout.0, fanout.1, fanout.2
+    );
+    Ok(())
+}
+
+fn row(what: &str, rate: f64, unit: &str, versus: Option<f64>) {
+    match versus {
+        Some(raw) => println!(
+            "{what:<58} {rate:>10.0} {unit} ({:.2} × raw JetStream publish)",
+            rate / raw
+        ),
+        None => println!("{what:<58} {rate:>10.0} {unit}"),
+    }
+}
+
+fn per_second(count: usize, started: Instant) -> f64 {
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn raw_nats(cluster: &Cluster) -> anyhow::Result<f64> {
+    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH".into(),
+        subjects: vec!["bench.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let payload = bytes_of(PAYLOAD);
+    let started = Instant::now();
+    let mut acks = VecDeque::new();
+    for i in 0..RAW_MESSAGES {
+        acks.push_back(
+            js.publish(format!("bench.{}", i % 100), payload.clone().into())
+                .await?,
+        );
+        if acks.len() >= 4_000 {
+            acks.pop_front().context("an ack")?.await?;
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    Ok(per_second(RAW_MESSAGES, started))
+}
+
+async fn raw_redis(cluster: &Cluster) -> anyhow::Result<f64> {
+    let mut redis = cluster.redis().await?;
+    let payload = String::from_utf8(bytes_of(PAYLOAD))?;
+    let started = Instant::now();
+    for batch in 0..RAW_MESSAGES / 1_000 {
+        let mut pipe = redis::pipe();
+        for i in 0..1_000 {
+            pipe.cmd("XADD")
+                .arg(format!("bench:{}", (batch * 1_000 + i) % 100))
+                .arg("*")
+                .arg("data")
+                .arg(&payload)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut redis).await?;
+    }
+    Ok(per_second(RAW_MESSAGES, started))
+}
+
+async fn raw_postgres(cluster: &Cluster) -> anyhow::Result<f64> {
+    let pool = cluster.pg().await?;
+    sqlx::query("CREATE TABLE bench_rows (id uuid, seq bigint, kind text, payload jsonb, PRIMARY KEY (id, seq))")
+        .execute(&pool)
+        .await?;
+    let id = uuid::Uuid::now_v7();
+    let payload = json!({"line": String::from_utf8(bytes_of(PAYLOAD - 20))?});
+    let started = Instant::now();
+    for batch in 0..RAW_MESSAGES / 1_000 {
+        let seqs: Vec<i64> = (0..1_000).map(|i| (batch * 1_000 + i) as i64).collect();
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO bench_rows SELECT $1, s, 'stdout', $2 FROM UNNEST($3::bigint[]) AS s",
+        )
+        .bind(id)
+        .bind(&payload)
+        .bind(seqs)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(per_second(RAW_MESSAGES, started))
+}
+
+fn bytes_of(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// `tasks` shell tasks printing `lines` lines each, one SSE client each; events/s from the
+/// first start to the last terminal event received.
+async fn chatty_tasks(cluster: &Cluster, tasks: usize, lines: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..tasks {
+        let task = cluster
+            .start_task(json!({"name": "bench", "adapter": "shell", "args": {"command": format!("seq 1 {lines}")}}))
+            .await?;
+        let stream = cluster.sse(&task, "", None).await?;
+        readers.push(tokio::spawn(async move {
+            e2e::collect_to_end(stream).await.map(|e| e.len())
+        }));
+    }
+    let mut events = 0;
+    for reader in readers {
+        events += reader.await??;
+    }
+    anyhow::ensure!(events == tasks * (lines + 3), "every event arrives once");
+    Ok(per_second(events, started))
+}
+
+/// A mock task of `steps` progress events `interval_ms` apart, followed live by `clients`
+/// SSE clients; the latency of each event at each client is its arrival minus its `ts`.
+async fn emit_to_sse(
+    cluster: &mut Cluster,
+    clients: usize,
+    steps: usize,
+    interval_ms: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    // No worker until every client is connected, so all of them follow the task live.
+    cluster.kill("worker-1").await?;
+    let task = cluster
+        .start_task(json!({"name": "latency", "adapter": "mock", "args": {"steps": steps, "interval_ms": interval_ms}}))
+        .await?;
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let mut stream = cluster.sse(&task, "", None).await?;
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while let Some(event) = tokio::time::timeout(e2e::PATIENCE, stream.next()).await? {
+                let arrived = chrono::Utc::now();
+                let ts = event["ts"].as_str().context("ts")?;
+                let sent = chrono::DateTime::parse_from_rfc3339(ts)?;
+                if event["kind"] == "progress" {
+                    let micros = (arrived - sent.with_timezone(&chrono::Utc))
+                        .num_microseconds()
+                        .unwrap_or(i64::MAX);
+                    latencies.push(micros as f64 / 1_000.0);
+                }
+                if e2e::is_terminal(&event) {
+                    break;
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    cluster.spawn_role("worker-1", "worker").await?;
+    let mut all = Vec::new();
+    for reader in readers {
+        let latencies = reader.await??;
+        anyhow::ensure!(latencies.len() == steps, "a client missed events");
+        all.extend(latencies);
+    }
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
+    Ok((at(0.5), at(0.99), at(1.0)))
+}
