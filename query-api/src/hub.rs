@@ -11,11 +11,12 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, Client};
-use shared::events::wire::Envelope;
 use shared::ids::TaskId;
 use shared::names;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
+
+use crate::log::Logged;
 
 /// Entries a lagging client may fall behind before it re-reads from the stores.
 const CHANNEL: usize = 1024;
@@ -26,7 +27,7 @@ const COUNT: usize = 1000;
 
 /// A followed task.
 struct Topic {
-    sender: broadcast::Sender<Arc<Envelope>>,
+    sender: broadcast::Sender<Arc<Logged>>,
     /// The last `seq` the reader has read (None until a subscriber positions it).
     cursor: Option<u64>,
 }
@@ -52,7 +53,7 @@ pub struct Subscription {
     hub: Hub,
     task: TaskId,
     /// Live entries for the task.
-    pub receiver: broadcast::Receiver<Arc<Envelope>>,
+    pub receiver: broadcast::Receiver<Arc<Logged>>,
 }
 
 impl Hub {
@@ -187,13 +188,11 @@ impl Hub {
                     .split('-')
                     .next()
                     .and_then(|s| s.parse::<u64>().ok());
-                let event = entry
-                    .get::<String>("data")
-                    .and_then(|data| serde_json::from_str::<Envelope>(&data).ok());
-                if let (Some(seq), Some(event)) = (seq, event) {
+                let logged = entry.get::<String>("data").and_then(Logged::parse);
+                if let (Some(seq), Some(logged)) = (seq, logged) {
                     topic.cursor = Some(seq);
                     // No receiver just means every client left; the topic is dropped soon.
-                    let _ = topic.sender.send(Arc::new(event));
+                    let _ = topic.sender.send(logged);
                 }
             }
         }

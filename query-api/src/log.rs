@@ -1,6 +1,7 @@
 //! Reads a task's log after a given `seq`: from Redis when it holds the range, otherwise
 //! (trimmed, flushed, down, or not yet fanned out) from Postgres, the log of record.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -18,6 +19,29 @@ const REDIS_PATIENCE: Duration = Duration::from_millis(250);
 pub struct LogReader {
     pool: PgPool,
     redis: ConnectionManager,
+}
+
+/// A log event with its JSON, serialized once and shared by every client that sends it.
+#[derive(Debug)]
+pub struct Logged {
+    /// The event.
+    pub event: Envelope,
+    /// `event` as JSON (the SSE `data`).
+    pub json: String,
+}
+
+impl Logged {
+    /// Wraps an event read from Postgres.
+    pub fn new(event: Envelope) -> Arc<Self> {
+        let json = serde_json::to_string(&event).expect("envelopes always serialize");
+        Arc::new(Self { event, json })
+    }
+
+    /// Parses the `data` of a Redis entry.
+    pub fn parse(json: String) -> Option<Arc<Self>> {
+        let event = serde_json::from_str(&json).ok()?;
+        Some(Arc::new(Self { event, json }))
+    }
 }
 
 /// Reading failed in both stores.
@@ -39,12 +63,13 @@ impl LogReader {
         task: TaskId,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<Envelope>, Error> {
+    ) -> Result<Vec<Arc<Logged>>, Error> {
         let from_redis = self.read_redis(tenant, task, after, limit).await;
         if !from_redis.is_empty() {
             return Ok(from_redis);
         }
-        self.read_postgres(tenant, task, after, limit).await
+        let from_postgres = self.read_postgres(tenant, task, after, limit).await?;
+        Ok(from_postgres.into_iter().map(Logged::new).collect())
     }
 
     /// The contiguous run starting at `after + 1` that Redis holds (maybe empty).
@@ -54,7 +79,7 @@ impl LogReader {
         task: TaskId,
         after: u64,
         limit: usize,
-    ) -> Vec<Envelope> {
+    ) -> Vec<Arc<Logged>> {
         let mut redis = self.redis.clone();
         let mut xrange = redis::cmd("XRANGE");
         xrange
@@ -71,13 +96,12 @@ impl LogReader {
         let mut run = Vec::with_capacity(reply.ids.len());
         let mut expected = after + 1;
         for entry in reply.ids {
-            let event = entry
-                .get::<String>("data")
-                .and_then(|data| serde_json::from_str::<Envelope>(&data).ok());
-            match event {
-                Some(event) if event.seq == expected && event.tenant_id == tenant => {
+            match entry.get::<String>("data").and_then(Logged::parse) {
+                Some(logged)
+                    if logged.event.seq == expected && logged.event.tenant_id == tenant =>
+                {
                     expected += 1;
-                    run.push(event);
+                    run.push(logged);
                 }
                 _ => break,
             }

@@ -3,6 +3,7 @@
 //! duplicate at the seam; ends after the terminal event.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State as Extract;
@@ -11,7 +12,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shared::auth::Scope;
-use shared::events::wire::Envelope;
 use shared::http::{ApiError, Caller, Json, Query, TaskPath};
 use shared::ids::{TaskId, TenantId};
 use tokio::sync::broadcast::error::RecvError;
@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::State;
 use crate::hub::Subscription;
+use crate::log::Logged;
 use crate::status;
 
 /// Events read from the stores per round trip.
@@ -123,7 +124,7 @@ async fn open(
     let events = futures::stream::unfold(
         (receiver, ClientGauge),
         |(mut receiver, gauge)| async move {
-            let event: Envelope = receiver.recv().await?;
+            let event: Arc<Logged> = receiver.recv().await?;
             Some((Ok::<_, Infallible>(sse_event(&event)), (receiver, gauge)))
         },
     );
@@ -145,11 +146,11 @@ impl Drop for ClientGauge {
     }
 }
 
-fn sse_event(event: &Envelope) -> Event {
+fn sse_event(logged: &Logged) -> Event {
     Event::default()
-        .id(event.seq.to_string())
-        .event(event.kind.as_str())
-        .data(serde_json::to_string(event).expect("envelopes always serialize"))
+        .id(logged.event.seq.to_string())
+        .event(logged.event.kind.as_str())
+        .data(&logged.json)
 }
 
 /// Sends everything after `from` to `sender`: backfill, then live entries, filling any
@@ -160,7 +161,7 @@ async fn follow(
     task: TaskId,
     from: u64,
     mut subscription: Subscription,
-    sender: mpsc::Sender<Envelope>,
+    sender: mpsc::Sender<Arc<Logged>>,
 ) {
     let mut next = from + 1;
     let outcome: Result<(), Stop> = async {
@@ -179,9 +180,17 @@ async fn follow(
                 () = sender.closed() => return Err(Stop::Left),
             };
             match received {
-                Ok(event) if event.seq < next => {}
+                Ok(event) if event.event.seq < next => {}
                 Ok(event) => {
-                    backfill(&state, tenant, task, &mut next, &sender, Some(event.seq)).await?;
+                    backfill(
+                        &state,
+                        tenant,
+                        task,
+                        &mut next,
+                        &sender,
+                        Some(event.event.seq),
+                    )
+                    .await?;
                     deliver(&sender, &event, &mut next).await?;
                 }
                 Err(RecvError::Lagged(_)) => {
@@ -213,7 +222,7 @@ async fn backfill(
     tenant: TenantId,
     task: TaskId,
     next: &mut u64,
-    sender: &mpsc::Sender<Envelope>,
+    sender: &mpsc::Sender<Arc<Logged>>,
     until: Option<u64>,
 ) -> Result<(), Stop> {
     while until.is_none_or(|until| *next < until) {
@@ -226,7 +235,7 @@ async fn backfill(
             break;
         }
         for event in &page {
-            if until.is_some_and(|until| event.seq >= until) {
+            if until.is_some_and(|until| event.event.seq >= until) {
                 return Ok(());
             }
             deliver(sender, event, next).await?;
@@ -236,16 +245,16 @@ async fn backfill(
 }
 
 async fn deliver(
-    sender: &mpsc::Sender<Envelope>,
-    event: &Envelope,
+    sender: &mpsc::Sender<Arc<Logged>>,
+    logged: &Arc<Logged>,
     next: &mut u64,
 ) -> Result<(), Stop> {
-    if event.seq != *next {
+    if logged.event.seq != *next {
         return Ok(());
     }
-    sender.send(event.clone()).await.map_err(|_| Stop::Left)?;
+    sender.send(logged.clone()).await.map_err(|_| Stop::Left)?;
     *next += 1;
-    if event.kind.is_terminal() {
+    if logged.event.kind.is_terminal() {
         return Err(Stop::Ended);
     }
     Ok(())
