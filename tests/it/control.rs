@@ -59,6 +59,44 @@ async fn cancel_stops_a_running_process_within_two_seconds() -> anyhow::Result<(
 }
 
 #[tokio::test]
+async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    // An ignored signal stays ignored across exec: only SIGKILL stops this sleep.
+    let task = cluster
+        .start_task(json!({"name": "stubborn", "adapter": "shell", "args": {"command": "trap '' TERM; echo $$; exec sleep 60"}}))
+        .await?;
+    let mut stream = cluster.sse(&task, "", None).await?;
+    let pid = loop {
+        let event = tokio::time::timeout(e2e::PATIENCE, stream.next())
+            .await?
+            .expect("an event");
+        if event["kind"] == "stdout" {
+            break event["payload"]["line"]
+                .as_str()
+                .expect("a line")
+                .parse::<i32>()?;
+        }
+    };
+    let asked = Instant::now();
+    assert_eq!(cluster.cancel(&task).await?.0, 200);
+    let rest = e2e::collect_to_end(stream).await?;
+    assert_eq!(kinds(&rest), ["cancel_requested", "canceled"]);
+    // SHELL_KILL_GRACE_MS is 1000 in these tests.
+    assert!(
+        asked.elapsed() >= Duration::from_millis(900),
+        "ended after {:?}",
+        asked.elapsed()
+    );
+    eventually(|| async { !alive(pid) }).await?;
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "gone after {:?}",
+        asked.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_pending_task_canceled_is_never_started() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(Options {
         workers: 0,

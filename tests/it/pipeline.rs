@@ -46,7 +46,7 @@ async fn a_shell_task_reports_lines_and_its_exit_code() -> anyhow::Result<()> {
     let task = cluster
         .start_task(json!({
             "name": "shell", "adapter": "shell",
-            "args": {"command": "printf 'one\\ntwo\\n'; printf 'bad \\377 byte\\n' >&2; echo \"$GREETING\"; env | grep -c HMAC_SECRET", "env": {"GREETING": "hi"}}
+            "args": {"command": "printf 'one\\ntwo\\n'; printf 'bad \\377 byte\\n' >&2; echo \"$GREETING\"; ulimit -n; ulimit -c; env | grep -c HMAC_SECRET", "env": {"GREETING": "hi"}}
         }))
         .await?;
     let events = cluster.stream_to_end(&task).await?;
@@ -59,7 +59,7 @@ async fn a_shell_task_reports_lines_and_its_exit_code() -> anyhow::Result<()> {
     };
     assert_eq!(
         lines("stdout"),
-        ["one", "two", "hi", "0"],
+        ["one", "two", "hi", "4096", "0", "0"],
         "the server's secrets are not passed on"
     );
     assert_eq!(lines("stderr"), ["bad \u{fffd} byte"]);

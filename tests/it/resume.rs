@@ -150,3 +150,46 @@ async fn an_idle_stream_gets_keep_alive_comments() -> anyhow::Result<()> {
     assert!(text.contains("event: requested"), "{text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn many_sse_clients_share_a_few_redis_connections() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let mut redis = cluster.redis().await?;
+    let connected = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let before = connected(
+        redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut redis)
+            .await?,
+    );
+    let task = cluster
+        .start_task(
+            json!({"name": "shared", "adapter": "mock", "args": {"steps": 20, "interval_ms": 20}}),
+        )
+        .await?;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        clients.push(cluster.sse(&task, "", None).await?);
+    }
+    let during = connected(
+        redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut redis)
+            .await?,
+    );
+    assert!(
+        during <= before + 2,
+        "{before} Redis connections before, {during} with 50 SSE clients"
+    );
+    for client in clients {
+        let events = collect_to_end(client).await?;
+        assert_eq!(events.len(), 23);
+        assert_chain(&events);
+    }
+    Ok(())
+}
