@@ -5,4 +5,5 @@ mod control;
 mod crash;
 mod ops;
 mod pipeline;
+mod reads;
 mod resume;

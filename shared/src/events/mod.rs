@@ -143,10 +143,10 @@ impl TaskEvent {
 
     /// This event's `payload` object.
     pub fn payload(&self) -> Value {
-        match serde_json::to_value(self) {
-            Ok(Value::Object(mut tagged)) => tagged.remove("payload").unwrap_or_default(),
-            _ => unreachable!("a TaskEvent always serializes to a tagged object"),
-        }
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|mut tagged| tagged.get_mut("payload").map(Value::take))
+            .unwrap_or_default()
     }
 }
 
