@@ -1,0 +1,372 @@
+//! One isolated installation: private nats-server and redis-server, a database of its own,
+//! and the `axontask` roles as processes.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use crate::eventually;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn binary(env_var: &str, default: PathBuf, hint: &str) -> PathBuf {
+    let path = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or(default);
+    assert!(path.exists(), "{} not found; {hint}", path.display());
+    path
+}
+
+/// Which roles a cluster runs and how they are configured.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `ADAPTERS_ENABLED`.
+    pub adapters: &'static str,
+    /// Worker processes to start.
+    pub workers: usize,
+    /// `TASK_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// Run `target/release/axontask` (for benchmarks) instead of `target/debug/axontask`.
+    pub release: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            adapters: "mock,shell",
+            workers: 1,
+            max_attempts: 3,
+            release: false,
+        }
+    }
+}
+
+/// One isolated AxonTask installation.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    _nats: Child,
+    redis: Child,
+    admin_url: String,
+    db_name: String,
+    env: HashMap<&'static str, String>,
+    roles: HashMap<String, Child>,
+    ports: HashMap<String, u16>,
+    /// The HTTP base URL of the API process (command-api and query-api).
+    pub base_url: String,
+    /// An API key of tenant `alpha`.
+    pub api_key: String,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `REDIS_URL`.
+    pub redis_url: String,
+    /// `DATABASE_URL` of this cluster's database.
+    pub database_url: String,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Starts services and the roles `api`, `projector` and `worker-N`.
+    pub async fn start(options: Options) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let hint = "run scripts/services.sh, or scripts/test.sh which runs it";
+        let nats_bin = binary(
+            "AXON_NATS_SERVER",
+            workspace().join(".data/nats/bin/nats-server"),
+            hint,
+        );
+        let profile = if options.release { "release" } else { "debug" };
+        let axontask = binary(
+            "AXONTASK_BIN",
+            workspace().join("target").join(profile).join("axontask"),
+            "build it first: `cargo build -p axontask` (scripts/test.sh does), with --release for benchmarks",
+        );
+        let admin_url = std::env::var("DATABASE_URL")
+            .with_context(|| format!("DATABASE_URL is not set; {hint}"))?;
+
+        let nats_port = free_port();
+        let nats = Command::new(nats_bin)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &nats_port.to_string(),
+                "-sd",
+            ])
+            .arg(dir.path().join("nats"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server")?;
+        let redis_port = free_port();
+        let redis = spawn_redis(redis_port, dir.path())?;
+
+        let db_name = format!("axon_test_{}", uuid::Uuid::now_v7().simple());
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .with_context(|| format!("connecting to DATABASE_URL; {hint}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let database_url = replace_db(&admin_url, &db_name);
+
+        let nats_url = format!("nats://127.0.0.1:{nats_port}");
+        let redis_url = format!("redis://127.0.0.1:{redis_port}");
+        let env = HashMap::from([
+            ("DATABASE_URL", database_url.clone()),
+            ("NATS_URL", nats_url.clone()),
+            ("REDIS_URL", redis_url.clone()),
+            (
+                "HMAC_SECRET",
+                "e2e-secret-e2e-secret-e2e-secret-e2e".to_owned(),
+            ),
+            ("API_HOST", "127.0.0.1".to_owned()),
+            ("ADAPTERS_ENABLED", options.adapters.to_owned()),
+            ("WORKER_ACK_WAIT_S", "2".to_owned()),
+            ("SHELL_KILL_GRACE_MS", "1000".to_owned()),
+            ("TASK_MAX_ATTEMPTS", options.max_attempts.to_string()),
+            ("RUST_LOG", "warn,axontask=info".to_owned()),
+            ("AXONTASK_BIN", axontask.display().to_string()),
+        ]);
+        let mut cluster = Self {
+            dir,
+            _nats: nats,
+            redis,
+            admin_url,
+            db_name,
+            env,
+            roles: HashMap::new(),
+            ports: HashMap::new(),
+            base_url: String::new(),
+            api_key: String::new(),
+            nats_url,
+            redis_url,
+            database_url,
+            http: reqwest::Client::new(),
+        };
+        wait_port(nats_port).await?;
+        wait_port(redis_port).await?;
+        cluster.cli(&["migrate"]).await?;
+        cluster.api_key = cluster.create_key("alpha").await?;
+        let api_port = cluster.spawn_role("api", "command-api,query-api").await?;
+        cluster.base_url = format!("http://127.0.0.1:{api_port}");
+        cluster.spawn_role("projector", "projector").await?;
+        for n in 1..=options.workers {
+            cluster.spawn_role(&format!("worker-{n}"), "worker").await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Runs an `axontask` subcommand to completion and returns its standard output.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(&self.env["AXONTASK_BIN"])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .await?;
+        if !output.status.success() {
+            bail!(
+                "axontask {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
+    /// Creates a key for `tenant` and returns it (the last line of `keys create`).
+    pub async fn create_key(&self, tenant: &str) -> anyhow::Result<String> {
+        let out = self.cli(&["keys", "create", "--tenant", tenant]).await?;
+        Ok(out
+            .lines()
+            .last()
+            .context("keys create printed nothing")?
+            .to_owned())
+    }
+
+    /// Starts `axontask serve --roles ROLES` as the process `name`; waits until ready.
+    pub async fn spawn_role(&mut self, name: &str, roles: &str) -> anyhow::Result<u16> {
+        let port = free_port();
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
+        let child = Command::new(&self.env["AXONTASK_BIN"])
+            .args(["serve", "--roles", roles])
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("API_PORT", port.to_string())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        self.roles.insert(name.to_owned(), child);
+        self.ports.insert(name.to_owned(), port);
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        eventually(|| async {
+            self.http
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await
+        .with_context(|| format!("{name} never became ready; log:\n{}", self.log(name)))?;
+        Ok(port)
+    }
+
+    /// The HTTP base URL of role process `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[name])
+    }
+
+    /// Stops this cluster's Redis server.
+    pub async fn kill_redis(&mut self) -> anyhow::Result<()> {
+        self.redis.start_kill()?;
+        self.redis.wait().await?;
+        Ok(())
+    }
+
+    /// Starts an empty Redis server again on the same port.
+    pub async fn restart_redis(&mut self) -> anyhow::Result<()> {
+        let port = self
+            .redis_url
+            .rsplit(':')
+            .next()
+            .context("a port")?
+            .parse()?;
+        self.redis = spawn_redis(port, self.dir.path())?;
+        wait_port(port).await
+    }
+
+    /// Runs `axontask` with extra environment and returns its exit status and stderr.
+    pub async fn run_with_env(
+        &self,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<(bool, String)> {
+        let output = Command::new(&self.env["AXONTASK_BIN"])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(extra.iter().copied())
+            .output()
+            .await?;
+        Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    }
+
+    /// Takes role process `name` out of the cluster (to signal and await it).
+    pub fn take(&mut self, name: &str) -> Option<Child> {
+        self.roles.remove(name)
+    }
+
+    /// The pid of role process `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.roles.get(name).and_then(Child::id)
+    }
+
+    /// SIGKILLs role process `name` and waits until it is gone.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let mut child = self.roles.remove(name).context("no such role process")?;
+        child.start_kill()?;
+        child.wait().await?;
+        Ok(())
+    }
+
+    /// The log of role process `name`.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// A Postgres pool on this cluster's database.
+    pub async fn pg(&self) -> anyhow::Result<sqlx::PgPool> {
+        Ok(sqlx::PgPool::connect(&self.database_url).await?)
+    }
+
+    /// A Redis connection.
+    pub async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        Ok(redis::Client::open(self.redis_url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?)
+    }
+}
+
+async fn wait_port(port: u16) -> anyhow::Result<()> {
+    eventually(|| async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await
+}
+
+fn spawn_redis(port: u16, dir: &Path) -> anyhow::Result<Child> {
+    Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting redis-server; run scripts/services.sh, which installs it")
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("DATABASE_URL ends with /database");
+    format!("{base}/{db}")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for name in self.roles.keys() {
+                eprintln!("----- log of {name} -----\n{}", self.log(name));
+            }
+        }
+        for child in self.roles.values_mut() {
+            let _ = child.start_kill();
+        }
+        let (url, db) = (self.admin_url.clone(), self.db_name.clone());
+        // Drop the database from a thread of its own: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let admin = sqlx::PgPool::connect(&url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                )))
+                .execute(&admin)
+                .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+    }
+}
