@@ -69,7 +69,7 @@ pub enum AdapterArgs {
 
 /// Parses and checks `args` for `adapter`; the error says what to fix.
 pub fn parse(adapter: &str, args: &Value) -> Result<AdapterArgs, String> {
-    check_numbers(args)?;
+    check_values(args)?;
     match adapter {
         "mock" => {
             let mock: MockArgs = from_value(args, "mock")?;
@@ -118,9 +118,17 @@ fn from_value<T: serde::de::DeserializeOwned>(args: &Value, adapter: &str) -> Re
 }
 
 /// Payloads are hashed as canonical JSON, which every language writes alike only for
-/// integers of up to 53 bits: other numbers are refused.
-fn check_numbers(value: &Value) -> Result<(), String> {
+/// integers of up to 53 bits: other numbers are refused. Postgres cannot store NUL
+/// characters: strings holding one are refused too.
+fn check_values(value: &Value) -> Result<(), String> {
     const MAX: i64 = (1 << 53) - 1;
+    let no_nul = |s: &str| {
+        if s.contains('\0') {
+            Err("args hold a NUL character (\\u0000), which cannot be stored; remove it".to_owned())
+        } else {
+            Ok(())
+        }
+    };
     match value {
         Value::Number(n) => match n.as_i64() {
             Some(i) if (-MAX..=MAX).contains(&i) => Ok(()),
@@ -128,9 +136,12 @@ fn check_numbers(value: &Value) -> Result<(), String> {
                 "args hold the number {n}; use integers between -(2^53-1) and 2^53-1 (or strings)"
             )),
         },
-        Value::Array(items) => items.iter().try_for_each(check_numbers),
-        Value::Object(map) => map.values().try_for_each(check_numbers),
-        _ => Ok(()),
+        Value::String(s) => no_nul(s),
+        Value::Array(items) => items.iter().try_for_each(check_values),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(key, value)| no_nul(key).and_then(|()| check_values(value))),
+        Value::Bool(_) | Value::Null => Ok(()),
     }
 }
 

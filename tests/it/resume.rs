@@ -119,6 +119,23 @@ async fn an_ended_task_streams_its_log_then_closes() -> anyhow::Result<()> {
         .await?;
     let next = tokio::time::timeout(e2e::PATIENCE, after.next()).await?;
     assert!(next.is_none());
+    // Out-of-range positions are bad input or simply past the end, never a crash.
+    let mut far = cluster
+        .sse(&task, &format!("?since_seq={}", u64::MAX), Some(u64::MAX))
+        .await?;
+    assert!(
+        tokio::time::timeout(e2e::PATIENCE, far.next())
+            .await?
+            .is_none()
+    );
+    let negative = cluster
+        .get(
+            &format!("/mcp/tasks/{task}/stream?since_seq=-1"),
+            Some(&cluster.api_key),
+        )
+        .await?;
+    assert_eq!(negative.0, 400);
+    assert_eq!(negative.1["error"]["code"], "invalid_query");
     Ok(())
 }
 

@@ -48,10 +48,10 @@ pub struct Started {
 /// Checks a start request against the operator's settings.
 fn validate(body: &StartTask, enabled: &[String]) -> Result<(), ApiError> {
     let name_len = body.name.chars().count();
-    if body.name.trim().is_empty() || name_len > MAX_NAME {
+    if body.name.trim().is_empty() || name_len > MAX_NAME || body.name.contains('\0') {
         return Err(ApiError::bad_request(
             "invalid_name",
-            format!("name must be 1 to {MAX_NAME} characters"),
+            format!("name must be 1 to {MAX_NAME} characters, without NUL"),
         ));
     }
     if !shared::config::KNOWN_ADAPTERS.contains(&body.adapter.as_str()) {
@@ -92,11 +92,11 @@ fn validate(body: &StartTask, enabled: &[String]) -> Result<(), ApiError> {
     if body
         .idempotency_key
         .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY)
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY || k.contains('\0'))
     {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
-            format!("idempotency_key must be 1 to {MAX_KEY} bytes"),
+            format!("idempotency_key must be 1 to {MAX_KEY} bytes, without NUL"),
         ));
     }
     Ok(())

@@ -28,6 +28,8 @@ const PAGE: usize = 1000;
 const BUFFER: usize = 256;
 /// How often a client checks the hub, and polls the stores while the hub cannot read Redis.
 const POLL: Duration = Duration::from_secs(1);
+/// The largest `seq` a log can hold (Postgres `bigint`).
+const MAX_SEQ: u64 = i64::MAX as u64;
 /// The keep-alive comment interval.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
