@@ -108,6 +108,8 @@ async fn open(
     task: TaskId,
     from: u64,
 ) -> Result<Response, ApiError> {
+    // No log reaches Postgres' bigint limit; beyond it there is simply nothing to send.
+    let from = from.min(MAX_SEQ);
     let status = status::find(&state.pool, &state.axon, tenant, task).await?;
     let (sender, receiver) = mpsc::channel(BUFFER);
     let subscription = state.hub.subscribe(task);
