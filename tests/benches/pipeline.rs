@@ -1,6 +1,7 @@
 //! The pipeline benchmark: raw NATS JetStream, Redis and Postgres speed, then AxonTask's
 //! end-to-end throughput, emit-to-SSE latency and SSE fan-out, all in one run on one
-//! machine, so the figures compare as ratios. Run `scripts/bench.sh`.
+//! machine, so the figures compare as ratios. Run `scripts/bench.sh`
+//! (`BENCH_SSE_CLIENTS=10000 scripts/bench.sh` for more SSE clients than the 1,000 default).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -68,10 +69,15 @@ async fn main() -> anyhow::Result<()> {
         "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         "emit → SSE latency, 1 client, 2,000 events 1 ms apart", latency.0, latency.1, latency.2
     );
-    let fanout = emit_to_sse(&mut cluster, 1_000, 200, 10).await?;
+    let clients = std::env::var("BENCH_SSE_CLIENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000);
+    let fanout = emit_to_sse(&mut cluster, clients, 200, 10).await?;
+    let what = format!("emit → SSE latency, {clients} clients on one task, 200 events");
     println!(
-        "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        "emit → SSE latency, 1,000 clients on one task, 200 events", fanout.0, fanout.1, fanout.2
+        "{what:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        fanout.0, fanout.1, fanout.2
     );
     Ok(())
 }
@@ -174,7 +180,9 @@ async fn chatty_tasks(cluster: &Cluster, tasks: usize, lines: usize) -> anyhow::
             .await?;
         let stream = cluster.sse(&task, "", None).await?;
         readers.push(tokio::spawn(async move {
-            e2e::collect_to_end(stream).await.map(|e| e.len())
+            let events = e2e::collect_to_end(stream).await?;
+            e2e::assert_chain(&events);
+            anyhow::Ok(events.len())
         }));
     }
     let mut events = 0;

@@ -210,3 +210,41 @@ async fn the_log_catches_up_after_redis_was_down() -> anyhow::Result<()> {
     cluster.assert_everywhere(&task, &seen, false).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_start_command_delivered_again_after_the_end_does_not_run_the_task_again()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let scratch = tempfile::tempdir()?;
+    let runs = scratch.path().join("runs");
+    let command = format!("echo ran >> {}", runs.display());
+    let task = cluster
+        .start_task(json!({"name": "once", "adapter": "shell", "args": {"command": command}}))
+        .await?;
+    let events = cluster.stream_to_end(&task).await?;
+    // As if the worker had died between storing `succeeded` and acking: the command again.
+    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    let axon = js.get_stream("AXON").await?;
+    let tenant = events[0]["tenant_id"].as_str().expect("tenant");
+    let start = axon
+        .direct_get_last_for_subject(format!("axon.cmd.{tenant}.{task}.start"))
+        .await?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "a-second-delivery");
+    js.publish_with_headers(start.subject.to_string(), headers, start.payload)
+        .await?
+        .await?;
+    // Commands are taken in order, and a mock task takes longer than `echo`: once a later
+    // task ends, the repeat was handled.
+    let later = cluster
+        .start_task(json!({"name": "later", "adapter": "mock", "args": {"steps": 2}}))
+        .await?;
+    cluster.stream_to_end(&later).await?;
+    assert_eq!(
+        std::fs::read_to_string(&runs)?,
+        "ran\n",
+        "the command ran once"
+    );
+    assert_eq!(cluster.stream_to_end(&task).await?, events);
+    Ok(())
+}

@@ -1,13 +1,16 @@
 //! One attempt at a task: from a start command to its acked terminal event.
 
 use std::future::pending;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
-use shared::events::TaskEvent;
+use serde::de::IgnoredAny;
 use shared::events::wire::{CancelCommand, StartCommand};
+use shared::events::{EventKind, TaskEvent};
+use shared::ids::TaskId;
 use shared::{adapters, names};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +25,8 @@ enum Verdict {
     End(TaskEvent),
     /// Give the command back for another worker (shutdown, or NATS trouble).
     HandBack,
+    /// An earlier attempt already stored a terminal event: ack without running again.
+    AlreadyEnded,
 }
 
 /// Why the adapter was asked to stop.
@@ -30,6 +35,33 @@ enum Stop {
     Cancel,
     Timeout,
     Shutdown,
+}
+
+/// This process's claim on running a task, released on drop.
+struct Running {
+    env: Env,
+    task_id: TaskId,
+}
+
+impl Running {
+    fn claim(env: &Env, task_id: TaskId) -> Option<Self> {
+        let mut running = env.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.insert(task_id).then(|| Self {
+            env: env.clone(),
+            task_id,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = self
+            .env
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        running.remove(&self.task_id);
+    }
 }
 
 /// Runs the attempt that `message` (a start command) stands for.
@@ -51,6 +83,11 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
             return;
         }
     };
+    let Some(_running) = Running::claim(&env, start.task_id) else {
+        tracing::warn!(task_id = %start.task_id, attempt, "redelivered while still running here; ignored");
+        let _ = acker.ack_with(AckKind::Progress).await;
+        return;
+    };
     let emitter = Emitter::new(
         env.js.clone(),
         start.task_id,
@@ -67,6 +104,7 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
             };
             stored.is_ok() && acker.double_ack().await.is_ok()
         }
+        Ok(Verdict::AlreadyEnded) => acker.double_ack().await.is_ok(),
         Ok(Verdict::HandBack) | Err(ShuttingDown) => false,
     };
     if !acked {
@@ -92,6 +130,14 @@ async fn decide(
             return Ok(Verdict::HandBack);
         }
     };
+    match already_ended(env, start).await {
+        Ok(true) => return Ok(Verdict::AlreadyEnded),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for an earlier end; handing the task back");
+            return Ok(Verdict::HandBack);
+        }
+    }
     match shared::nats::last_on_subject::<CancelCommand>(&env.axon, cancel_subject).await {
         Ok(Some(_)) => return Ok(Verdict::End(TaskEvent::Canceled {})),
         Ok(None) => {}
@@ -176,4 +222,25 @@ async fn decide(
         (Outcome::Stopped, Some(Stop::Timeout)) => Verdict::End(TaskEvent::Timeout {}),
         (Outcome::Stopped, _) => Verdict::HandBack,
     })
+}
+
+/// Whether a worker already stored a terminal event for the task (it then died, or its
+/// ack was lost, before the start command was acked).
+async fn already_ended(env: &Env, start: &StartCommand) -> Result<bool, shared::nats::Error> {
+    let terminal = [
+        EventKind::Succeeded,
+        EventKind::Failed,
+        EventKind::Canceled,
+        EventKind::Timeout,
+    ];
+    for kind in terminal {
+        let subject = names::event_subject(start.tenant_id, start.task_id, kind);
+        if shared::nats::last_on_subject::<IgnoredAny>(&env.axon, subject)
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

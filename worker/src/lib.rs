@@ -10,7 +10,8 @@ pub mod adapters;
 mod attempt;
 pub mod emitter;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
@@ -18,6 +19,7 @@ use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{AckKind, Context};
 use futures::StreamExt;
 use shared::config::WorkerConfig;
+use shared::ids::TaskId;
 use shared::names;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +45,9 @@ pub(crate) struct Env {
     pub js: Context,
     pub axon: Stream,
     pub settings: Arc<Settings>,
+    /// Tasks this process runs now: a start command redelivered to the worker that still
+    /// runs it (its in-progress acks were late) must not start a second attempt.
+    pub running: Arc<Mutex<HashSet<TaskId>>>,
 }
 
 /// The worker's settings.
@@ -87,6 +92,7 @@ impl Worker {
                 js,
                 axon,
                 settings: Arc::new(settings),
+                running: Arc::default(),
             },
             consumer,
         })
