@@ -185,11 +185,15 @@ async fn chatty_tasks(cluster: &Cluster, tasks: usize, lines: usize) -> anyhow::
             anyhow::Ok(events.len())
         }));
     }
-    let mut events = 0;
+    let mut counts = Vec::new();
     for reader in readers {
-        events += reader.await??;
+        counts.push(reader.await??);
     }
-    anyhow::ensure!(events == tasks * (lines + 3), "every event arrives once");
+    let events = counts.iter().sum();
+    anyhow::ensure!(
+        counts.iter().all(|&n| n == lines + 3),
+        "every line is one event: {counts:?} events for {lines} lines each"
+    );
     Ok(per_second(events, started))
 }
 

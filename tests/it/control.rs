@@ -97,6 +97,44 @@ async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() -> an
 }
 
 #[tokio::test]
+async fn output_after_the_process_exits_is_read_until_it_goes_silent() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    // `setsid` leaves the task's process group, so this child outlives the task and keeps
+    // its stdout open: its late lines (3 s of them) are all read, then the task ends once
+    // the output stays silent (2 s), though the child lives on. The task exits only once
+    // the child has left its group (the file `detached` says so).
+    let scratch = tempfile::tempdir()?;
+    let command = "setsid sh -c 'touch detached; \
+                   for i in 1 2 3 4 5 6; do sleep 0.5; echo late$i; done; sleep 8' & \
+                   while [ ! -e detached ]; do sleep 0.01; done; echo started";
+    let task = cluster
+        .start_task(json!({
+            "name": "daemon", "adapter": "shell",
+            "args": {"command": command, "cwd": scratch.path()}
+        }))
+        .await?;
+    let begun = Instant::now();
+    let events = cluster.stream_to_end(&task).await?;
+    let lines: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["payload"]["line"].as_str())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "started", "late1", "late2", "late3", "late4", "late5", "late6"
+        ]
+    );
+    assert_eq!(kinds(&events).last(), Some(&"succeeded"));
+    assert!(
+        begun.elapsed() < Duration::from_secs(9),
+        "ended after {:?}",
+        begun.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_pending_task_canceled_is_never_started() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(Options {
         workers: 0,

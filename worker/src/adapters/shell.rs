@@ -31,7 +31,8 @@ const BASE_ENV: [(&str, &str); 3] = [
 const LIMITS: &str = "ulimit -c 0; ulimit -n 4096; ulimit -f 4194304; exec \"$@\"";
 /// Kills the task if the worker dies (util-linux; used when present).
 const SETPRIV: &str = "/usr/bin/setpriv";
-/// How long output may still drain after the process ended.
+/// After the process ended, its output is read to the end unless the pipe stays silent
+/// this long (a process outside its group holds it open).
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the shell task.
@@ -56,28 +57,23 @@ pub async fn run(
         .map(Pid::from_raw);
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    let exited = CancellationToken::new();
     let pumps = async {
         let (stdout, stderr) = tokio::join!(
-            pump(stdout, out, |line| TaskEvent::Stdout { line }),
-            pump(stderr, out, |line| TaskEvent::Stderr { line }),
+            pump(stdout, out, &exited, |line| TaskEvent::Stdout { line }),
+            pump(stderr, out, &exited, |line| TaskEvent::Stderr { line }),
         );
         stdout.and(stderr)
     };
-    let mut pumps = std::pin::pin!(pumps);
-    let mut waited = std::pin::pin!(wait_or_stop(&mut child, group, &stop, kill_grace));
-    let mut pumped = None;
-    let status = loop {
-        tokio::select! {
-            status = &mut waited => break status,
-            result = &mut pumps, if pumped.is_none() => pumped = Some(result),
-        }
+    let waited = async {
+        let status = wait_or_stop(&mut child, group, &stop, kill_grace).await;
+        // Whatever the command left running in its group dies with it, so its pipes close.
+        signal(group, Signal::SIGKILL);
+        exited.cancel();
+        status
     };
-    // Whatever the command left running in its group dies with it, so its pipes close.
-    signal(group, Signal::SIGKILL);
-    match pumped {
-        Some(result) => result?,
-        None => tokio::time::timeout(DRAIN, pumps).await.unwrap_or(Ok(()))?,
-    }
+    let (status, pumped) = tokio::join!(waited, pumps);
+    pumped?;
     Ok(match status {
         None => Outcome::Stopped,
         Some(Err(e)) => Outcome::Finished(TaskEvent::Failed {
@@ -163,17 +159,23 @@ fn finished(status: ExitStatus) -> Outcome {
     })
 }
 
-/// Emits one event per line of `reader` until it closes.
+/// Emits one event per line of `reader` until it closes, or until it stays silent for
+/// [`DRAIN`] once `exited` fired.
 async fn pump<R: AsyncRead + Unpin>(
     reader: Option<R>,
     out: &Emitter,
+    exited: &CancellationToken,
     event: impl Fn(String) -> TaskEvent,
 ) -> Result<(), ShuttingDown> {
     let Some(reader) = reader else { return Ok(()) };
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut line = Vec::new();
     loop {
-        let chunk = match reader.fill_buf().await {
+        let read = tokio::select! {
+            read = reader.fill_buf() => read,
+            () = silent_after(exited) => break,
+        };
+        let chunk = match read {
             Ok([]) | Err(_) => break,
             Ok(chunk) => chunk,
         };
@@ -197,6 +199,12 @@ async fn pump<R: AsyncRead + Unpin>(
         out.emit(event(clean(&line))).await?;
     }
     Ok(())
+}
+
+/// Completes [`DRAIN`] after `exited` fired.
+async fn silent_after(exited: &CancellationToken) {
+    exited.cancelled().await;
+    tokio::time::sleep(DRAIN).await;
 }
 
 /// The line as text: newline stripped, invalid UTF-8 replaced by U+FFFD, NULs dropped.
