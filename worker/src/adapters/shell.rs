@@ -171,9 +171,13 @@ async fn pump<R: AsyncRead + Unpin>(
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut line = Vec::new();
     loop {
-        let read = tokio::select! {
-            read = reader.fill_buf() => read,
-            () = silent_after(exited) => break,
+        let read = if reader.buffer().is_empty() {
+            tokio::select! {
+                read = reader.fill_buf() => read,
+                () = silent_after(exited) => break,
+            }
+        } else {
+            reader.fill_buf().await
         };
         let chunk = match read {
             Ok([]) | Err(_) => break,
