@@ -72,3 +72,24 @@ async fn a_shell_task_reports_lines_and_its_exit_code() -> anyhow::Result<()> {
     cluster.assert_everywhere(&task, &events, true).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn long_lines_are_split_and_nuls_dropped() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let command = "head -c 20000 /dev/zero | tr '\\0' x; echo; printf 'a\\000b\\n'";
+    let task = cluster
+        .start_task(json!({"name": "long", "adapter": "shell", "args": {"command": command}}))
+        .await?;
+    let events = cluster.stream_to_end(&task).await?;
+    let lines: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "stdout")
+        .filter_map(|e| e["payload"]["line"].as_str())
+        .collect();
+    let lengths: Vec<usize> = lines.iter().map(|l| l.len()).collect();
+    assert_eq!(lengths, [8192, 8192, 3616, 2]);
+    assert!(lines[..3].iter().all(|l| l.bytes().all(|b| b == b'x')));
+    assert_eq!(lines[3], "ab");
+    cluster.assert_everywhere(&task, &events, true).await?;
+    Ok(())
+}
