@@ -76,7 +76,9 @@ async fn a_shell_task_reports_lines_and_its_exit_code() -> anyhow::Result<()> {
 #[tokio::test]
 async fn long_lines_are_split_and_nuls_dropped() -> anyhow::Result<()> {
     let cluster = Cluster::start(Options::default()).await?;
-    let command = "head -c 20000 /dev/zero | tr '\\0' x; echo; printf 'a\\000b\\n'";
+    // 20,000 x (three events), then exactly 8,192 y (one event).
+    let command = "head -c 20000 /dev/zero | tr '\\0' x; echo; \
+                   head -c 8192 /dev/zero | tr '\\0' y; echo; printf 'a\\000b\\n'";
     let task = cluster
         .start_task(json!({"name": "long", "adapter": "shell", "args": {"command": command}}))
         .await?;
@@ -87,9 +89,9 @@ async fn long_lines_are_split_and_nuls_dropped() -> anyhow::Result<()> {
         .filter_map(|e| e["payload"]["line"].as_str())
         .collect();
     let lengths: Vec<usize> = lines.iter().map(|l| l.len()).collect();
-    assert_eq!(lengths, [8192, 8192, 3616, 2]);
+    assert_eq!(lengths, [8192, 8192, 3616, 8192, 2]);
     assert!(lines[..3].iter().all(|l| l.bytes().all(|b| b == b'x')));
-    assert_eq!(lines[3], "ab");
+    assert_eq!(lines[4], "ab");
     cluster.assert_everywhere(&task, &events, true).await?;
     Ok(())
 }

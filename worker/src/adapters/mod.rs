@@ -1,5 +1,6 @@
 //! Adapters run a task and report its events; one module per adapter.
 
+pub mod lines;
 pub mod mock;
 pub mod shell;
 

@@ -16,10 +16,9 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
+use super::lines::Lines;
 use crate::emitter::{Emitter, ShuttingDown};
 
-/// Longest line in one event; longer lines are split.
-pub const MAX_LINE_BYTES: usize = 8 * 1024;
 /// The only environment a task inherits, besides its own `env`.
 const BASE_ENV: [(&str, &str); 3] = [
     ("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -169,38 +168,26 @@ async fn pump<R: AsyncRead + Unpin>(
 ) -> Result<(), ShuttingDown> {
     let Some(reader) = reader else { return Ok(()) };
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let mut line = Vec::new();
+    let mut lines = Lines::default();
+    let mut complete = Vec::new();
     loop {
-        let read = if reader.buffer().is_empty() {
-            tokio::select! {
-                read = reader.fill_buf() => read,
-                () = silent_after(exited) => break,
-            }
-        } else {
-            reader.fill_buf().await
+        let read = tokio::select! {
+            read = reader.fill_buf() => read,
+            () = silent_after(exited) => break,
         };
         let chunk = match read {
             Ok([]) | Err(_) => break,
             Ok(chunk) => chunk,
         };
-        let (take, ends_line) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(at) => (at + 1, true),
-            None => (chunk.len(), false),
-        };
-        line.extend_from_slice(&chunk[..take]);
-        reader.consume(take);
-        if ends_line {
-            out.emit(event(clean(&line))).await?;
-            line.clear();
-        }
-        while line.len() >= MAX_LINE_BYTES {
-            let cut = char_boundary(&line, MAX_LINE_BYTES);
-            out.emit(event(clean(&line[..cut]))).await?;
-            line.drain(..cut);
+        let taken = chunk.len();
+        lines.feed(chunk, &mut complete);
+        reader.consume(taken);
+        for line in complete.drain(..) {
+            out.emit(event(line)).await?;
         }
     }
-    if !line.is_empty() {
-        out.emit(event(clean(&line))).await?;
+    if let Some(line) = lines.finish() {
+        out.emit(event(line)).await?;
     }
     Ok(())
 }
@@ -211,45 +198,9 @@ async fn silent_after(exited: &CancellationToken) {
     tokio::time::sleep(DRAIN).await;
 }
 
-/// The line as text: newline stripped, invalid UTF-8 replaced by U+FFFD, NULs dropped.
-fn clean(bytes: &[u8]) -> String {
-    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    String::from_utf8_lossy(bytes).replace('\0', "")
-}
-
-/// The largest cut at or below `max` that does not split a UTF-8 sequence.
-fn char_boundary(bytes: &[u8], max: usize) -> usize {
-    let mut cut = max.min(bytes.len());
-    // Continuation bytes look like 0b10xxxxxx; back up at most 3 of them.
-    while cut > max.saturating_sub(3) && cut < bytes.len() && (bytes[cut] & 0xC0) == 0x80 {
-        cut -= 1;
-    }
-    cut
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_are_cleaned() {
-        assert_eq!(clean(b"hello\n"), "hello");
-        assert_eq!(clean(b"dos\r\n"), "dos");
-        assert_eq!(clean(b"a\0b"), "ab");
-        assert_eq!(clean(b"bad \xff byte"), "bad \u{fffd} byte");
-    }
-
-    #[test]
-    fn long_lines_split_between_characters() {
-        let text = "é".repeat(10);
-        let bytes = text.as_bytes();
-        let cut = char_boundary(bytes, 5);
-        assert_eq!(cut, 4);
-        assert!(std::str::from_utf8(&bytes[..cut]).is_ok());
-        assert_eq!(char_boundary(b"abcdef", 4), 4);
-        assert_eq!(char_boundary(b"ab", 4), 2);
-    }
 
     #[test]
     fn exit_codes() {
