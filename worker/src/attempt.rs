@@ -8,10 +8,11 @@ use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
 use serde::de::IgnoredAny;
+use shared::adapters::{self, AdapterArgs};
 use shared::events::wire::{CancelCommand, StartCommand};
 use shared::events::{EventKind, TaskEvent};
 use shared::ids::TaskId;
-use shared::{adapters, names};
+use shared::names;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +84,7 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
             return;
         }
     };
-    let Some(_running) = Running::claim(&env, start.task_id) else {
+    let Some(running) = Running::claim(&env, start.task_id) else {
         tracing::warn!(task_id = %start.task_id, attempt, "redelivered while still running here; ignored");
         let _ = acker.ack_with(AckKind::Progress).await;
         return;
@@ -107,12 +108,15 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
         Ok(Verdict::AlreadyEnded) => acker.double_ack().await.is_ok(),
         Ok(Verdict::HandBack) | Err(ShuttingDown) => false,
     };
+    // Released first, so a handed-back command may come straight back to this worker.
+    drop(running);
     if !acked {
         let _ = acker.ack_with(AckKind::Nak(None)).await;
     }
     tracing::debug!(task_id = %start.task_id, attempt, acked, "attempt over");
 }
 
+/// Decides what becomes of the command: checks, then runs the task.
 async fn decide(
     env: &Env,
     start: &StartCommand,
@@ -123,56 +127,16 @@ async fn decide(
 ) -> Result<Verdict, ShuttingDown> {
     let cancel_subject = names::cancel_subject(start.tenant_id, start.task_id);
     // Subscribe before looking for an earlier cancel, so none slips between the two.
-    let mut cancels = match env.client.subscribe(cancel_subject.clone()).await {
+    let cancels = match env.client.subscribe(cancel_subject).await {
         Ok(subscription) => subscription,
         Err(e) => {
             tracing::warn!(error = %e, "cannot subscribe to cancels; handing the task back");
             return Ok(Verdict::HandBack);
         }
     };
-    match already_ended(env, start).await {
-        Ok(true) => return Ok(Verdict::AlreadyEnded),
-        Ok(false) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot look for an earlier end; handing the task back");
-            return Ok(Verdict::HandBack);
-        }
-    }
-    match shared::nats::last_on_subject::<CancelCommand>(&env.axon, cancel_subject).await {
-        Ok(Some(_)) => return Ok(Verdict::End(TaskEvent::Canceled {})),
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot look for cancels; handing the task back");
-            return Ok(Verdict::HandBack);
-        }
-    }
-    if attempt > start.max_attempts {
-        return Ok(Verdict::End(TaskEvent::Failed {
-            error: format!(
-                "every worker that ran this task was lost before it finished ({} attempts; TASK_MAX_ATTEMPTS is {})",
-                attempt - 1,
-                start.max_attempts
-            ),
-            exit_code: None,
-        }));
-    }
-    if !env.settings.adapters_enabled.contains(&start.adapter) {
-        return Ok(Verdict::End(TaskEvent::Failed {
-            error: format!(
-                "adapter '{}' is not enabled on this worker; the operator enables it with ADAPTERS_ENABLED",
-                start.adapter
-            ),
-            exit_code: None,
-        }));
-    }
-    let args = match adapters::parse(&start.adapter, &start.args) {
+    let args = match preflight(env, start, attempt).await {
         Ok(args) => args,
-        Err(error) => {
-            return Ok(Verdict::End(TaskEvent::Failed {
-                error,
-                exit_code: None,
-            }));
-        }
+        Err(verdict) => return Ok(verdict),
     };
     emitter
         .emit(TaskEvent::Started {
@@ -180,7 +144,20 @@ async fn decide(
             attempt,
         })
         .await?;
+    supervise(env, start, args, emitter, acker, cancels, shutdown).await
+}
 
+/// Runs the adapter while keeping the command in progress, until it ends, a cancel
+/// arrives, the timeout passes or the worker shuts down.
+async fn supervise(
+    env: &Env,
+    start: &StartCommand,
+    args: AdapterArgs,
+    emitter: &Emitter,
+    acker: &Acker,
+    mut cancels: async_nats::Subscriber,
+    shutdown: &CancellationToken,
+) -> Result<Verdict, ShuttingDown> {
     let tuning = &env.settings.tuning;
     let stop = CancellationToken::new();
     let mut heartbeat = tokio::time::interval(tuning.ack_wait / 3);
@@ -221,6 +198,53 @@ async fn decide(
         (Outcome::Stopped, Some(Stop::Cancel)) => Verdict::End(TaskEvent::Canceled {}),
         (Outcome::Stopped, Some(Stop::Timeout)) => Verdict::End(TaskEvent::Timeout {}),
         (Outcome::Stopped, _) => Verdict::HandBack,
+    })
+}
+
+/// The checks before a run: an earlier end, a cancel, the attempt limit, the adapter.
+/// Returns the adapter's arguments, or the verdict that makes running needless.
+async fn preflight(env: &Env, start: &StartCommand, attempt: u32) -> Result<AdapterArgs, Verdict> {
+    let cancel_subject = names::cancel_subject(start.tenant_id, start.task_id);
+    match already_ended(env, start).await {
+        Ok(true) => return Err(Verdict::AlreadyEnded),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for an earlier end; handing the task back");
+            return Err(Verdict::HandBack);
+        }
+    }
+    match shared::nats::last_on_subject::<CancelCommand>(&env.axon, cancel_subject).await {
+        Ok(Some(_)) => return Err(Verdict::End(TaskEvent::Canceled {})),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for cancels; handing the task back");
+            return Err(Verdict::HandBack);
+        }
+    }
+    if attempt > start.max_attempts {
+        return Err(Verdict::End(TaskEvent::Failed {
+            error: format!(
+                "every worker that ran this task was lost before it finished ({} attempts; TASK_MAX_ATTEMPTS is {})",
+                attempt - 1,
+                start.max_attempts
+            ),
+            exit_code: None,
+        }));
+    }
+    if !env.settings.adapters_enabled.contains(&start.adapter) {
+        return Err(Verdict::End(TaskEvent::Failed {
+            error: format!(
+                "adapter '{}' is not enabled on this worker; the operator enables it with ADAPTERS_ENABLED",
+                start.adapter
+            ),
+            exit_code: None,
+        }));
+    }
+    adapters::parse(&start.adapter, &start.args).map_err(|error| {
+        Verdict::End(TaskEvent::Failed {
+            error,
+            exit_code: None,
+        })
     })
 }
 
