@@ -4,6 +4,7 @@
 //!
 //! Entry points: [`State::connect`], [`router`], and [`hub::Hub::run`] (spawn it once).
 
+mod follow;
 pub mod hub;
 pub mod log;
 mod routes;

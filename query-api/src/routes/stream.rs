@@ -1,9 +1,7 @@
 //! `GET /mcp/tasks/{id}/stream` and `POST /mcp/tasks/{id}/resume`: SSE with `id: {seq}`,
-//! `event: {kind}`, `data: {envelope}`. Backfill, then live tail with no gap and no
-//! duplicate at the seam; ends after the terminal event.
+//! `event: {kind}`, `data: {envelope}`, from a [`Follower`]; ends after the terminal event.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State as Extract;
@@ -14,20 +12,12 @@ use serde::Deserialize;
 use shared::auth::Scope;
 use shared::http::{ApiError, Caller, Json, Query, TaskPath};
 use shared::ids::{TaskId, TenantId};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
 
 use crate::State;
-use crate::hub::Subscription;
+use crate::follow::Follower;
 use crate::log::Logged;
 use crate::status;
 
-/// Events read from the stores per round trip.
-const PAGE: usize = 1000;
-/// Events buffered per client before the writer waits for the socket.
-const BUFFER: usize = 256;
-/// How often a client checks the hub, and polls the stores while the hub cannot read Redis.
-const POLL: Duration = Duration::from_secs(1);
 /// The largest `seq` a log can hold (Postgres `bigint`).
 const MAX_SEQ: u64 = i64::MAX as u64;
 /// The keep-alive comment interval.
@@ -110,26 +100,17 @@ async fn open(
 ) -> Result<Response, ApiError> {
     // No log reaches Postgres' bigint limit; beyond it there is simply nothing to send.
     let from = from.min(MAX_SEQ);
-    let status = status::find(&state.pool, &state.axon, tenant, task).await?;
-    let (sender, receiver) = mpsc::channel(BUFFER);
+    // Subscribe before reading anything, so no live event falls between.
     let subscription = state.hub.subscribe(task);
+    let status = status::find(&state.pool, &state.axon, tenant, task).await?;
     let ended = terminal_state(&status.state) && status.last_seq <= from;
-    if !ended {
-        tokio::spawn(follow(
-            state.clone(),
-            tenant,
-            task,
-            from,
-            subscription,
-            sender,
-        ));
-    }
+    let follower = (!ended).then(|| Follower::new(state, tenant, task, from, subscription));
     metrics::gauge!("axon_sse_clients").increment(1.0);
     let events = futures::stream::unfold(
-        (receiver, ClientGauge),
-        |(mut receiver, gauge)| async move {
-            let event: Arc<Logged> = receiver.recv().await?;
-            Some((Ok::<_, Infallible>(sse_event(&event)), (receiver, gauge)))
+        (follower, ClientGauge),
+        |(mut follower, gauge)| async move {
+            let event = follower.as_mut()?.next_event().await?;
+            Some((Ok::<_, Infallible>(sse_event(&event)), (follower, gauge)))
         },
     );
     Ok(Sse::new(events)
@@ -155,111 +136,4 @@ fn sse_event(logged: &Logged) -> Event {
         .id(logged.event.seq.to_string())
         .event(logged.event.kind.as_str())
         .data(&logged.json)
-}
-
-/// Sends everything after `from` to `sender`: backfill, then live entries, filling any
-/// gap from the stores, until the terminal event or until the client leaves.
-async fn follow(
-    state: State,
-    tenant: TenantId,
-    task: TaskId,
-    from: u64,
-    mut subscription: Subscription,
-    sender: mpsc::Sender<Arc<Logged>>,
-) {
-    let mut next = from + 1;
-    let outcome: Result<(), Stop> = async {
-        backfill(&state, tenant, task, &mut next, &sender, None).await?;
-        subscription.follow_from(next - 1);
-        loop {
-            let received = tokio::select! {
-                received = subscription.receiver.recv() => received,
-                () = tokio::time::sleep(POLL) => {
-                    if state.hub.healthy() {
-                        continue;
-                    }
-                    // The hub cannot read Redis: poll the stores instead.
-                    Err(RecvError::Lagged(0))
-                }
-                () = sender.closed() => return Err(Stop::Left),
-            };
-            match received {
-                Ok(event) if event.event.seq < next => {}
-                Ok(event) => {
-                    backfill(
-                        &state,
-                        tenant,
-                        task,
-                        &mut next,
-                        &sender,
-                        Some(event.event.seq),
-                    )
-                    .await?;
-                    deliver(&sender, &event, &mut next).await?;
-                }
-                Err(RecvError::Lagged(_)) => {
-                    backfill(&state, tenant, task, &mut next, &sender, None).await?;
-                }
-                Err(RecvError::Closed) => return Err(Stop::Left),
-            }
-        }
-    }
-    .await;
-    if let Err(Stop::Failed(e)) = outcome {
-        tracing::warn!(%task, error = %e, "SSE stream ended early");
-    }
-}
-
-/// Why following stops.
-enum Stop {
-    /// The terminal event was sent.
-    Ended,
-    /// The client went away.
-    Left,
-    /// The stores failed.
-    Failed(crate::log::Error),
-}
-
-/// Sends stored events from `next` on, up to (not including) `until` if given, else all.
-async fn backfill(
-    state: &State,
-    tenant: TenantId,
-    task: TaskId,
-    next: &mut u64,
-    sender: &mpsc::Sender<Arc<Logged>>,
-    until: Option<u64>,
-) -> Result<(), Stop> {
-    while until.is_none_or(|until| *next < until) {
-        let page = state
-            .log
-            .read(tenant, task, *next - 1, PAGE)
-            .await
-            .map_err(Stop::Failed)?;
-        if page.is_empty() {
-            break;
-        }
-        for event in &page {
-            if until.is_some_and(|until| event.event.seq >= until) {
-                return Ok(());
-            }
-            deliver(sender, event, next).await?;
-        }
-    }
-    Ok(())
-}
-
-async fn deliver(
-    sender: &mpsc::Sender<Arc<Logged>>,
-    logged: &Arc<Logged>,
-    next: &mut u64,
-) -> Result<(), Stop> {
-    if logged.event.seq != *next {
-        return Ok(());
-    }
-    sender.send(logged.clone()).await.map_err(|_| Stop::Left)?;
-    *next += 1;
-    if logged.event.kind.is_terminal() {
-        return Err(Stop::Ended);
-    }
-    Ok(())
 }
