@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{Cluster, Options, assert_chain, eventually, kinds};
-use futures::StreamExt;
-use serde_json::json;
+use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
 
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -15,24 +15,28 @@ fn alive(pid: i32) -> bool {
     })
 }
 
+/// Reads a stream up to its first `stdout` line, the pid the task printed.
+async fn first_line_as_pid(
+    mut stream: impl Stream<Item = Value> + Unpin,
+) -> anyhow::Result<(i32, impl Stream<Item = Value> + Unpin)> {
+    loop {
+        let event = tokio::time::timeout(e2e::PATIENCE, stream.next())
+            .await?
+            .expect("an event");
+        if event["kind"] == "stdout" {
+            let pid = event["payload"]["line"].as_str().expect("a line").parse()?;
+            return Ok((pid, stream));
+        }
+    }
+}
+
 #[tokio::test]
 async fn cancel_stops_a_running_process_within_two_seconds() -> anyhow::Result<()> {
     let cluster = Cluster::start(Options::default()).await?;
     let task = cluster
         .start_task(json!({"name": "sleeper", "adapter": "shell", "args": {"command": "echo $$; exec sleep 60"}}))
         .await?;
-    let mut stream = cluster.sse(&task, "", None).await?;
-    let pid = loop {
-        let event = tokio::time::timeout(e2e::PATIENCE, stream.next())
-            .await?
-            .expect("an event");
-        if event["kind"] == "stdout" {
-            break event["payload"]["line"]
-                .as_str()
-                .expect("a line")
-                .parse::<i32>()?;
-        }
-    };
+    let (pid, stream) = first_line_as_pid(cluster.sse(&task, "", None).await?).await?;
     assert!(alive(pid), "sleep 60 runs as pid {pid}");
     let asked = Instant::now();
     let (status, body) = cluster.cancel(&task).await?;
@@ -65,18 +69,7 @@ async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() -> an
     let task = cluster
         .start_task(json!({"name": "stubborn", "adapter": "shell", "args": {"command": "trap '' TERM; echo $$; exec sleep 60"}}))
         .await?;
-    let mut stream = cluster.sse(&task, "", None).await?;
-    let pid = loop {
-        let event = tokio::time::timeout(e2e::PATIENCE, stream.next())
-            .await?
-            .expect("an event");
-        if event["kind"] == "stdout" {
-            break event["payload"]["line"]
-                .as_str()
-                .expect("a line")
-                .parse::<i32>()?;
-        }
-    };
+    let (pid, stream) = first_line_as_pid(cluster.sse(&task, "", None).await?).await?;
     let asked = Instant::now();
     assert_eq!(cluster.cancel(&task).await?.0, 200);
     let rest = e2e::collect_to_end(stream).await?;
