@@ -200,6 +200,11 @@ async fn failure_and_timeout_are_terminal_states() -> anyhow::Result<()> {
         .get(&format!("/mcp/tasks/{slow}/status"), Some(&cluster.api_key))
         .await?;
     assert_eq!(status["state"], "timeout");
+
+    // Nothing is left to cancel once a task ended otherwise.
+    let (code, body) = cluster.cancel(&slow).await?;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["code"], "task_already_ended");
     Ok(())
 }
 

@@ -67,6 +67,14 @@ async fn a_bad_setting_stops_start_up_naming_the_variable() -> anyhow::Result<()
         assert!(stderr.contains(var), "{stderr}");
     }
     let (ok, stderr) = cluster
+        .run_with_env(
+            &["keys", "create", "--tenant", "t", "--scopes", "root"],
+            &[],
+        )
+        .await?;
+    assert!(!ok);
+    assert!(stderr.contains("unknown scope 'root'"), "{stderr}");
+    let (ok, stderr) = cluster
         .run_with_env(&["migrate"], &[("DATABASE_URL", "mysql://x")])
         .await?;
     assert!(!ok);
