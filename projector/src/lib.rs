@@ -66,6 +66,9 @@ pub struct Projector {
     cache: HashMap<TaskId, Projection>,
     offsets: Offsets,
     fanned: Arc<AtomicU64>,
+    /// Up to this AXON sequence, batches hold one message, so a message Postgres refuses
+    /// for good is found and skipped instead of stalling every task behind it.
+    careful_until: u64,
 }
 
 impl Projector {
@@ -81,6 +84,7 @@ impl Projector {
                 fanned: 0,
             },
             fanned: Arc::new(AtomicU64::new(0)),
+            careful_until: 0,
         }
     }
 
@@ -138,7 +142,12 @@ impl Projector {
             .map_err(nats)?;
         let mut messages = consumer.messages().await.map_err(nats)?;
         loop {
-            let Some(batch) = next_batch(&mut messages, shutdown).await? else {
+            let max = if self.offsets.applied < self.careful_until {
+                1
+            } else {
+                MAX_BATCH
+            };
+            let Some(batch) = next_batch(&mut messages, max, shutdown).await? else {
                 return Ok(());
             };
             self.project(batch, jobs).await?;
@@ -150,6 +159,7 @@ impl Projector {
         messages: Vec<Message>,
         jobs: &mpsc::Sender<Job>,
     ) -> Result<(), Error> {
+        let messages_len = messages.len();
         let mut inputs = Vec::with_capacity(messages.len());
         let mut last_seq = self.offsets.applied;
         let mut pending = 0;
@@ -216,7 +226,27 @@ impl Projector {
             applied: last_seq,
             fanned: self.fanned.load(Ordering::Acquire),
         };
-        store::commit(&self.pool, &batch, self.offsets, to).await?;
+        match store::commit(&self.pool, &batch, self.offsets, to).await {
+            Ok(()) => {}
+            Err(e) if e.is_refusal() && messages_len == 1 => {
+                tracing::error!(stream_seq = last_seq, error = %e, "Postgres refuses this message for good; skipping it");
+                metrics::counter!("axon_projector_poison_total").increment(1);
+                // Their cached state includes the refused message: reload them.
+                for id in &touched {
+                    self.cache.remove(id);
+                }
+                store::commit(&self.pool, &store::Batch::default(), self.offsets, to).await?;
+                self.offsets = to;
+                return Ok(());
+            }
+            Err(e) => {
+                if e.is_refusal() {
+                    // Find the message one by one (the restart reloads every projection).
+                    self.careful_until = last_seq;
+                }
+                return Err(e.into());
+            }
+        }
         let after = self.offsets.applied;
         self.offsets = to;
         for id in &touched {
@@ -266,10 +296,11 @@ impl Projector {
     }
 }
 
-/// Waits for a message, then takes every message already delivered (up to [`MAX_BATCH`]);
+/// Waits for a message, then takes every message already delivered (up to `max`);
 /// `None` on shutdown.
 async fn next_batch(
     messages: &mut Ordered,
+    max: usize,
     shutdown: &CancellationToken,
 ) -> Result<Option<Vec<Message>>, Error> {
     let first = tokio::select! {
@@ -282,7 +313,7 @@ async fn next_batch(
             .map_err(nats)?,
     ];
     let mut yielded = false;
-    while batch.len() < MAX_BATCH {
+    while batch.len() < max {
         match messages.next().now_or_never() {
             Some(Some(message)) => batch.push(message.map_err(nats)?),
             Some(None) => break,

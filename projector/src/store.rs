@@ -39,6 +39,19 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether Postgres refused the data itself (SQLSTATE classes 22, data exception, and
+    /// 23, constraint violation): writing it again fails again, unlike a lost connection.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+            _ => false,
+        }
+    }
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }

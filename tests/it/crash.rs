@@ -248,3 +248,66 @@ async fn a_start_command_delivered_again_after_the_end_does_not_run_the_task_aga
     assert_eq!(cluster.stream_to_end(&task).await?, events);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_message_postgres_refuses_is_skipped_without_stalling_the_log() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await?;
+    let first = cluster
+        .start_task(json!({"name": "before", "adapter": "mock", "args": {"steps": 1}}))
+        .await?;
+    let mut stream = cluster.sse(&first, "", None).await?;
+    let requested = tokio::time::timeout(e2e::PATIENCE, stream.next())
+        .await?
+        .expect("an event");
+    let tenant = requested["tenant_id"].as_str().expect("tenant").to_owned();
+    // With the projector down, the refused message and a good one wait in one batch.
+    cluster.kill("projector").await?;
+    // A start command that never came through command-api: Postgres cannot store a NUL.
+    let bad = uuid::Uuid::now_v7();
+    let command = json!({
+        "task_id": bad, "tenant_id": tenant, "ts": "2026-11-27T07:19:16.123456Z",
+        "name": "nul\u{0}name", "adapter": "mock", "args": {}, "timeout_s": null,
+        "idempotency_key": null, "max_attempts": 3
+    });
+    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    js.publish(
+        format!("axon.cmd.{tenant}.{bad}.start"),
+        serde_json::to_vec(&command)?.into(),
+    )
+    .await?
+    .await?;
+    let after = cluster
+        .start_task(json!({"name": "after", "adapter": "mock", "args": {"steps": 1}}))
+        .await?;
+    cluster.spawn_role("projector-2", "projector").await?;
+    let mut stream = cluster.sse(&after, "", None).await?;
+    let requested = tokio::time::timeout(e2e::PATIENCE, stream.next())
+        .await?
+        .expect("an event");
+    assert_eq!(
+        requested["kind"], "requested",
+        "the log goes on past the refused message"
+    );
+    let pool = cluster.pg().await?;
+    let (refused,): (i64,) = sqlx::query_as("SELECT count(*) FROM task_events WHERE task_id = $1")
+        .bind(bad)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(refused, 0);
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.url("projector-2")))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("axon_projector_poison_total 1"),
+        "{metrics}"
+    );
+    Ok(())
+}
