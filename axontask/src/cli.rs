@@ -63,6 +63,8 @@ pub enum RoleArg {
     Worker,
     /// Writes the log.
     Projector,
+    /// The MCP server at /mcp.
+    Mcp,
 }
 
 /// A role to run.
@@ -76,6 +78,8 @@ pub enum Role {
     Worker,
     /// See [`RoleArg::Projector`].
     Projector,
+    /// See [`RoleArg::Mcp`].
+    Mcp,
 }
 
 /// Expands `all` and removes repeats.
@@ -85,6 +89,7 @@ pub fn roles(args: &[RoleArg]) -> Vec<Role> {
         Role::QueryApi,
         Role::Worker,
         Role::Projector,
+        Role::Mcp,
     ];
     all.into_iter()
         .filter(|role| {
@@ -94,6 +99,7 @@ pub fn roles(args: &[RoleArg]) -> Vec<Role> {
                 RoleArg::QueryApi => *role == Role::QueryApi,
                 RoleArg::Worker => *role == Role::Worker,
                 RoleArg::Projector => *role == Role::Projector,
+                RoleArg::Mcp => *role == Role::Mcp,
             })
         })
         .collect()
@@ -105,7 +111,7 @@ mod tests {
 
     #[test]
     fn all_expands_and_lists_dedupe() {
-        assert_eq!(roles(&[RoleArg::All]).len(), 4);
+        assert_eq!(roles(&[RoleArg::All]).len(), 5);
         assert_eq!(
             roles(&[RoleArg::Worker, RoleArg::Worker, RoleArg::Projector]),
             vec![Role::Worker, Role::Projector]

@@ -45,34 +45,53 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
         nats: nats.clone(),
         metrics,
     }));
+    let commands = command_api::State::new(
+        pool.clone(),
+        js.clone(),
+        streams.axon.clone(),
+        command_api::Settings {
+            adapters_enabled: config.adapters_enabled.clone(),
+            hmac_secret: config.hmac_secret.clone(),
+            max_attempts: config.worker.max_attempts,
+        },
+    );
+    // One query-api state (and one Redis fan-in hub) serves both the HTTP reads and MCP.
+    let query_state = std::cell::OnceCell::new();
+    let queries = || {
+        query_state.get_or_init(|| {
+            let hub = query_api::hub::Hub::new(redis.clone());
+            tracker.spawn(
+                hub.clone()
+                    .run(redis_client.clone(), shutdown.child_token()),
+            );
+            query_api::State::new(
+                pool.clone(),
+                streams.axon.clone(),
+                redis.clone(),
+                hub,
+                &config.hmac_secret,
+            )
+        })
+    };
     for role in roles {
         let token = shutdown.clone();
         match role {
-            Role::CommandApi => {
-                let settings = command_api::Settings {
-                    adapters_enabled: config.adapters_enabled.clone(),
-                    hmac_secret: config.hmac_secret.clone(),
-                    max_attempts: config.worker.max_attempts,
+            Role::CommandApi => app = app.merge(command_api::router(commands.clone())),
+            Role::QueryApi => app = app.merge(query_api::router(queries().clone())),
+            Role::Mcp => {
+                let settings = mcp::Settings {
+                    allowed_origins: config.mcp.allowed_origins.clone(),
+                    allowed_hosts: config.mcp.allowed_hosts.clone(),
+                    fixtures: config.mcp.fixtures,
                 };
-                let state = command_api::State::new(
+                let backend = mcp::Backend::new(
+                    commands.clone(),
+                    queries().clone(),
                     pool.clone(),
-                    js.clone(),
-                    streams.axon.clone(),
+                    redis.clone(),
                     settings,
                 );
-                app = app.merge(command_api::router(state));
-            }
-            Role::QueryApi => {
-                let hub = query_api::hub::Hub::new(redis.clone());
-                tracker.spawn(hub.clone().run(redis_client.clone(), token.child_token()));
-                let state = query_api::State::new(
-                    pool.clone(),
-                    streams.axon.clone(),
-                    redis.clone(),
-                    hub,
-                    &config.hmac_secret,
-                );
-                app = app.merge(query_api::router(state));
+                app = app.merge(mcp::router(backend, token.child_token()));
             }
             Role::Worker => {
                 let settings = worker::Settings {

@@ -2,9 +2,12 @@
 //! stream `AXON`. The request path writes nothing but that one publish; it only reads
 //! Postgres (keys, idempotency beyond the dedup window, a task's existence).
 //!
-//! Entry point: [`router`] over a [`State`] built by [`State::new`].
+//! Entry points: [`router`] over a [`State`] built by [`State::new`]; [`start_task`] and
+//! [`cancel_task`] for other front ends (the MCP server) that authenticate on their own.
 
 mod routes;
+
+pub use routes::tasks::{StartTask, Started, cancel_task, start_task};
 
 use std::sync::Arc;
 

@@ -2,11 +2,13 @@
 //! and streams events over SSE from Redis through one fan-out [`hub::Hub`] per process,
 //! falling back to Postgres for any range Redis lacks. It never writes.
 //!
-//! Entry points: [`State::connect`], [`router`], and [`hub::Hub::run`] (spawn it once).
+//! Entry points: [`State::new`], [`router`], and [`hub::Hub::run`] (spawn it once); for
+//! other front ends (the MCP server), [`reads`] and [`State::follow`].
 
-mod follow;
+pub mod follow;
 pub mod hub;
 pub mod log;
+pub mod reads;
 mod routes;
 pub mod status;
 
@@ -18,6 +20,9 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
 use sqlx::PgPool;
 
+use shared::ids::{TaskId, TenantId};
+
+use crate::follow::Follower;
 use crate::hub::Hub;
 use crate::log::LogReader;
 
@@ -47,6 +52,15 @@ impl State {
             hub,
             hmac_secret: hmac_secret.into(),
         }
+    }
+}
+
+impl State {
+    /// Follows `tenant`'s `task` from after `from`: subscribes to the hub before reading
+    /// anything, so no event falls between backfill and live tail.
+    pub fn follow(&self, tenant: TenantId, task: TaskId, from: u64) -> Follower {
+        let subscription = self.hub.subscribe(task);
+        Follower::new(self.clone(), tenant, task, from, subscription)
     }
 }
 

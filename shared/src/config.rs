@@ -36,6 +36,23 @@ pub struct Config {
     pub adapters_enabled: Vec<String>,
     /// Worker tuning.
     pub worker: WorkerConfig,
+    /// The MCP endpoint.
+    pub mcp: McpConfig,
+}
+
+/// The MCP endpoint's protections.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// `MCP_ALLOWED_ORIGINS` (default none): comma-separated browser origins
+    /// (`https://app.example.com`, `http://localhost:*`) allowed to call `/mcp`; a request
+    /// with any other `Origin` is refused, one without `Origin` is allowed.
+    pub allowed_origins: Vec<String>,
+    /// `MCP_ALLOWED_HOSTS` (default `localhost,127.0.0.1,::1`): `Host` values `/mcp`
+    /// accepts (DNS-rebinding protection); list your public host names here.
+    pub allowed_hosts: Vec<String>,
+    /// `MCP_CONFORMANCE_FIXTURES` (default false): serve the conformance suite's fixture
+    /// tools and resources too. For tests only.
+    pub fixtures: bool,
 }
 
 /// How workers run tasks.
@@ -80,6 +97,11 @@ impl Config {
                 ack_wait: Duration::from_secs(env.positive("WORKER_ACK_WAIT_S", 30)?),
                 max_attempts: env.positive("TASK_MAX_ATTEMPTS", 3)?,
                 kill_grace: Duration::from_millis(env.positive("SHELL_KILL_GRACE_MS", 5000)?),
+            },
+            mcp: McpConfig {
+                allowed_origins: env.list("MCP_ALLOWED_ORIGINS", ""),
+                allowed_hosts: env.list("MCP_ALLOWED_HOSTS", "localhost,127.0.0.1,::1"),
+                fixtures: env.parsed("MCP_CONFORMANCE_FIXTURES", false)?,
             },
         })
     }
@@ -135,6 +157,16 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
                 reason: "must be greater than zero".into(),
             })
         }
+    }
+
+    fn list(&self, var: &'static str, default: &str) -> Vec<String> {
+        self.get(var)
+            .unwrap_or_else(|| default.to_owned())
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     fn secret(&self, var: &'static str) -> Result<String, Error> {
@@ -199,6 +231,9 @@ mod tests {
         assert_eq!(config.api_port, 8080);
         assert_eq!(config.adapters_enabled, vec!["mock"]);
         assert_eq!(config.worker.max_attempts, 3);
+        assert!(config.mcp.allowed_origins.is_empty());
+        assert_eq!(config.mcp.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
+        assert!(!config.mcp.fixtures);
     }
 
     #[test]
@@ -210,6 +245,7 @@ mod tests {
             ("HMAC_SECRET", "short"),
             ("ADAPTERS_ENABLED", "mock,docker"),
             ("WORKER_CONCURRENCY", "0"),
+            ("MCP_CONFORMANCE_FIXTURES", "yes"),
         ] {
             let err = load(&[(var, value)]).expect_err("invalid");
             assert_eq!(err.var, var, "{err}");

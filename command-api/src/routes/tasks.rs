@@ -25,12 +25,17 @@ const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartTask {
-    name: String,
-    adapter: String,
+    /// The client's name for the task.
+    pub name: String,
+    /// The adapter to run it with.
+    pub adapter: String,
+    /// The adapter's arguments (a JSON object).
     #[serde(default = "empty_object")]
-    args: Value,
-    timeout_s: Option<u32>,
-    idempotency_key: Option<String>,
+    pub args: Value,
+    /// Seconds before the task ends in `timeout`.
+    pub timeout_s: Option<u32>,
+    /// Makes a retried start one task.
+    pub idempotency_key: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -38,11 +43,14 @@ fn empty_object() -> Value {
 }
 
 /// The answer of `start_task`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Started {
-    task_id: TaskId,
-    stream_url: String,
-    resume_token: String,
+    /// The task's id.
+    pub task_id: TaskId,
+    /// Where its SSE stream is.
+    pub stream_url: String,
+    /// A capability for that one stream.
+    pub resume_token: String,
 }
 
 /// Checks a start request against the operator's settings.
@@ -109,6 +117,16 @@ pub async fn start(
     Json(body): Json<StartTask>,
 ) -> Result<axum::Json<Started>, ApiError> {
     let tenant = caller.tenant_for(Scope::TasksWrite)?;
+    start_task(&state, tenant, body).await.map(axum::Json)
+}
+
+/// Starts a task for `tenant` (whose caller holds `tasks:write`): validates, publishes the
+/// start command, and answers with the task id.
+pub async fn start_task(
+    state: &State,
+    tenant: TenantId,
+    body: StartTask,
+) -> Result<Started, ApiError> {
     validate(&body, &state.settings.adapters_enabled)?;
     let task_id = match &body.idempotency_key {
         Some(key) => TaskId::from_idempotency_key(tenant, key),
@@ -120,8 +138,8 @@ pub async fn start(
         resume_token: resume::issue(&state.settings.hmac_secret, tenant, task_id),
     };
     // A key older than JetStream's dedup window: the projector has long recorded its task.
-    if body.idempotency_key.is_some() && stored_state(&state, tenant, task_id).await?.is_some() {
-        return Ok(axum::Json(answer));
+    if body.idempotency_key.is_some() && stored_state(state, tenant, task_id).await?.is_some() {
+        return Ok(answer);
     }
     let command = StartCommand {
         task_id,
@@ -135,13 +153,13 @@ pub async fn start(
         max_attempts: state.settings.max_attempts,
     };
     publish(
-        &state,
+        state,
         names::start_subject(tenant, task_id),
         task_id.to_string(),
         &command,
     )
     .await?;
-    Ok(axum::Json(answer))
+    Ok(answer)
 }
 
 /// `POST /mcp/tasks/{id}/cancel`: asks for the task to stop; idempotent.
@@ -151,8 +169,15 @@ pub async fn cancel(
     TaskPath(task_id): TaskPath,
 ) -> Result<axum::Json<Value>, ApiError> {
     let tenant = caller.tenant_for(Scope::TasksWrite)?;
-    match stored_state(&state, tenant, task_id).await? {
-        Some(TaskState::Canceled) => return Ok(axum::Json(serde_json::json!({"canceled": true}))),
+    cancel_task(&state, tenant, task_id).await?;
+    Ok(axum::Json(serde_json::json!({"canceled": true})))
+}
+
+/// Asks `tenant`'s task to stop (the caller holds `tasks:write`); idempotent. 404 for an
+/// unknown or another tenant's task, 409 for one that already ended otherwise.
+pub async fn cancel_task(state: &State, tenant: TenantId, task_id: TaskId) -> Result<(), ApiError> {
+    match stored_state(state, tenant, task_id).await? {
+        Some(TaskState::Canceled) => return Ok(()),
         Some(ended) if ended.is_terminal() => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -183,13 +208,12 @@ pub async fn cancel(
     };
     let msg_id = format!("{task_id}:cancel");
     publish(
-        &state,
+        state,
         names::cancel_subject(tenant, task_id),
         msg_id,
         &command,
     )
-    .await?;
-    Ok(axum::Json(serde_json::json!({"canceled": true})))
+    .await
 }
 
 /// The task's state in the read model, if the projector has recorded it.

@@ -1,0 +1,241 @@
+//! The tool bodies: each checks the caller's scope, parses its arguments, calls
+//! command-api or query-api, and shapes the answer as a structured result with one short
+//! line of text. Errors come back as §3.7 errors, shown to the model as `isError` results.
+
+use std::time::Duration;
+
+use rmcp::RoleServer;
+use rmcp::model::{CallToolResponse, CallToolResult, JsonObject};
+use rmcp::service::RequestContext;
+use serde_json::{Value, json};
+use shared::auth::{Principal, Scope};
+use shared::http::ApiError;
+
+use crate::auth::tenant_for;
+use crate::tools::{
+    self, ListArgs, MAX_EVENTS, MAX_WAIT_S, ResumeArgs, RunArgs, StartArgs, StreamArgs, TaskArgs,
+    failure, success,
+};
+use crate::watch::{self, Progress, StreamRequest};
+use crate::{Backend, tasks};
+
+type Outcome = Result<CallToolResult, ApiError>;
+
+fn to_value<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("results serialize")
+}
+
+/// `start_task`.
+pub async fn start(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
+    let tenant = tenant_for(caller, Scope::TasksWrite)?;
+    let args: StartArgs = tools::parse("start_task", args)?;
+    let body = command_api::StartTask {
+        name: args.name,
+        adapter: args.adapter,
+        args: args.args.unwrap_or_else(|| json!({})),
+        timeout_s: args.timeout_s,
+        idempotency_key: args.idempotency_key,
+    };
+    let started = command_api::start_task(&backend.commands, tenant, body).await?;
+    Ok(success(
+        format!(
+            "started task {}; watch it with stream_task",
+            started.task_id
+        ),
+        to_value(&started),
+    ))
+}
+
+/// `get_task_status`.
+pub async fn status(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
+    let tenant = tenant_for(caller, Scope::TasksRead)?;
+    let args: TaskArgs = tools::parse("get_task_status", args)?;
+    let task = tools::task_id(&args.task_id)?;
+    let status = query_api::reads::status(&backend.queries, tenant, task).await?;
+    Ok(success(
+        format!(
+            "task {task} is {} (last seq {})",
+            status.state, status.last_seq
+        ),
+        to_value(&status),
+    ))
+}
+
+/// `stream_task`.
+pub async fn stream(
+    backend: &Backend,
+    caller: &Principal,
+    args: Option<JsonObject>,
+    context: &RequestContext<RoleServer>,
+) -> Outcome {
+    let tenant = tenant_for(caller, Scope::TasksRead)?;
+    let args: StreamArgs = tools::parse("stream_task", args)?;
+    let task = tools::task_id(&args.task_id)?;
+    if args.wait_s > MAX_WAIT_S {
+        return Err(ApiError::bad_request(
+            "invalid_wait",
+            format!("wait_s must be between 0 and {MAX_WAIT_S} seconds"),
+        ));
+    }
+    if !(1..=MAX_EVENTS).contains(&args.max_events) {
+        return Err(ApiError::bad_request(
+            "invalid_max_events",
+            format!("max_events must be between 1 and {MAX_EVENTS}"),
+        ));
+    }
+    let request = StreamRequest {
+        tenant,
+        task,
+        since: args.since_seq,
+        wait: Duration::from_secs(args.wait_s),
+        max_events: args.max_events,
+    };
+    watch_batch(backend, request, context).await
+}
+
+/// `resume_task`: `stream_task` from `last_seq` with the default wait.
+pub async fn resume(
+    backend: &Backend,
+    caller: &Principal,
+    args: Option<JsonObject>,
+    context: &RequestContext<RoleServer>,
+) -> Outcome {
+    let tenant = tenant_for(caller, Scope::TasksRead)?;
+    let args: ResumeArgs = tools::parse("resume_task", args)?;
+    let task = tools::task_id(&args.task_id)?;
+    let request = StreamRequest {
+        tenant,
+        task,
+        since: args.last_seq,
+        wait: Duration::from_secs(25),
+        max_events: 500,
+    };
+    watch_batch(backend, request, context).await
+}
+
+async fn watch_batch(
+    backend: &Backend,
+    request: StreamRequest,
+    context: &RequestContext<RoleServer>,
+) -> Outcome {
+    let (task, since) = (request.task, request.since);
+    let mut progress = Progress::new(context);
+    let batch = watch::stream(&backend.queries, request, &mut progress, &context.ct).await?;
+    let mut summary = format!(
+        "{} events after seq {since} (next_seq {}); task {task} is {}",
+        batch.events.len(),
+        batch.next_seq,
+        batch.state
+    );
+    if let Some(last) = batch.events.last() {
+        summary.push_str(&format!("; last: {}", crate::describe::event(last)));
+    }
+    if !batch.done && batch.events.is_empty() && batch.state != "pending" {
+        summary.push_str("; call again to keep waiting");
+    }
+    Ok(success(summary, to_value(&batch)))
+}
+
+/// `cancel_task`.
+pub async fn cancel(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
+    let tenant = tenant_for(caller, Scope::TasksWrite)?;
+    let args: TaskArgs = tools::parse("cancel_task", args)?;
+    let task = tools::task_id(&args.task_id)?;
+    command_api::cancel_task(&backend.commands, tenant, task).await?;
+    Ok(success(
+        format!("cancel of task {task} requested; it ends as canceled"),
+        json!({"canceled": true}),
+    ))
+}
+
+/// `list_tasks`.
+pub async fn list(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
+    let tenant = tenant_for(caller, Scope::TasksRead)?;
+    let args: ListArgs = tools::parse("list_tasks", args)?;
+    let query = query_api::reads::ListQuery {
+        state: args.state,
+        limit: args.limit,
+        cursor: args.cursor,
+    };
+    let page = query_api::reads::list(&backend.queries, tenant, &query).await?;
+    let more = if page.next_cursor.is_some() {
+        "; pass next_cursor as cursor for more"
+    } else {
+        ""
+    };
+    Ok(success(
+        format!("{} tasks{more}", page.tasks.len()),
+        to_value(&page),
+    ))
+}
+
+/// `verify_task`.
+pub async fn verify(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
+    let tenant = tenant_for(caller, Scope::TasksRead)?;
+    let args: TaskArgs = tools::parse("verify_task", args)?;
+    let task = tools::task_id(&args.task_id)?;
+    let verdict = query_api::reads::verify(&backend.queries, tenant, task).await?;
+    let summary = match &verdict.error {
+        None => format!(
+            "the log of task {task} verifies: {} events, every link and hash intact",
+            verdict.events
+        ),
+        Some(error) => format!("the log of task {task} does NOT verify: {error}"),
+    };
+    Ok(success(summary, to_value(&verdict)))
+}
+
+/// `run_task`: a task handle at once for clients with the tasks extension; otherwise
+/// progress notifications and the final result in this one call.
+pub async fn run(
+    backend: &Backend,
+    caller: &Principal,
+    args: Option<JsonObject>,
+    context: &RequestContext<RoleServer>,
+) -> Result<CallToolResponse, ApiError> {
+    let tenant = tenant_for(caller, Scope::TasksWrite)?;
+    let args: RunArgs = tools::parse("run_task", args)?;
+    let body = command_api::StartTask {
+        name: args.name,
+        adapter: args.adapter,
+        args: args.args.unwrap_or_else(|| json!({})),
+        timeout_s: args.timeout_s,
+        idempotency_key: None,
+    };
+    let started = command_api::start_task(&backend.commands, tenant, body).await?;
+    let task = started.task_id;
+    let wants_task = context
+        .client_capabilities()
+        .is_some_and(|caps| caps.supports_tasks());
+    if wants_task {
+        let status = query_api::reads::status(&backend.queries, tenant, task).await?;
+        return Ok(CallToolResponse::Task(tasks::created(&status)));
+    }
+    let mut progress = Progress::new(context);
+    progress
+        .send(
+            task,
+            0,
+            format!(
+                "task {task} started; if this call is cut off, call resume_task with task_id {task} and last_seq 0"
+            ),
+        )
+        .await;
+    let ended = watch::until_end(
+        &backend.queries,
+        tenant,
+        task,
+        0,
+        &mut progress,
+        &context.ct,
+    )
+    .await?;
+    let Some(ended) = ended else {
+        return Ok(failure(&ApiError::bad_request(
+            "call_canceled",
+            format!("the call was canceled; task {task} goes on: call resume_task to follow it"),
+        ))
+        .into());
+    };
+    Ok(tasks::ended_result(&ended).into())
+}

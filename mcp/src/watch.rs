@@ -1,0 +1,252 @@
+//! Watching a task within one tool call: `stream_task` (a long poll that returns what is
+//! new, or waits for it) and plain `run_task` (waits for the end). While they wait they
+//! send `notifications/progress` when events arrive and at least every [`IDLE`] otherwise,
+//! so hosts with idle timeouts keep the call open.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rmcp::model::{
+    JsonObject, MetaObject, NotificationMetaObject, ProgressNotificationParam, ProgressToken,
+};
+use rmcp::service::RequestContext;
+use rmcp::{Peer, RoleServer};
+use serde::Serialize;
+use serde_json::{Value, json};
+use shared::events::EventKind;
+use shared::events::wire::Envelope;
+use shared::http::ApiError;
+use shared::ids::{TaskId, TenantId};
+use shared::task::TaskState;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::describe;
+
+/// The longest silence between two progress notifications while a call waits.
+pub const IDLE: Duration = Duration::from_secs(5);
+/// Output lines kept for the end of a `run_task` result.
+const TAIL_LINES: usize = 20;
+
+/// Progress notifications of one tool call (none when the client gave no token).
+pub struct Progress {
+    peer: Peer<RoleServer>,
+    token: Option<ProgressToken>,
+    sent: u32,
+}
+
+impl Progress {
+    /// The progress channel of the call `context` belongs to.
+    pub fn new(context: &RequestContext<RoleServer>) -> Self {
+        Self {
+            peer: context.peer.clone(),
+            token: context.meta.get_progress_token(),
+            sent: 0,
+        }
+    }
+
+    /// Sends one notification; `progress` counts up by one each time. Its `_meta` names the
+    /// task and the last `seq` reported, so a client can resume from there.
+    pub async fn send(&mut self, task: TaskId, last_seq: u64, message: String) {
+        let Some(token) = self.token.clone() else {
+            return;
+        };
+        self.sent += 1;
+        let mut meta = JsonObject::new();
+        meta.insert("io.axontask/task_id".into(), json!(task));
+        meta.insert("io.axontask/last_seq".into(), json!(last_seq));
+        let mut param = ProgressNotificationParam::new(token, f64::from(self.sent));
+        param.message = Some(message);
+        param.meta = Some(NotificationMetaObject(MetaObject(meta)));
+        if let Err(e) = self.peer.notify_progress(param).await {
+            tracing::debug!(%task, error = %e, "progress notification not delivered");
+        }
+    }
+}
+
+/// What `stream_task` returns.
+#[derive(Debug, Serialize)]
+pub struct Batch {
+    /// Events after `since_seq`, in order, as in every other API.
+    pub events: Vec<Envelope>,
+    /// The seq of the last event returned (`since_seq` when none): pass it next time.
+    pub next_seq: u64,
+    /// The task's state now.
+    pub state: String,
+    /// Whether the task ended and every event up to its end was returned.
+    pub done: bool,
+}
+
+/// How a `stream_task` call waits.
+pub struct StreamRequest {
+    /// The caller's tenant.
+    pub tenant: TenantId,
+    /// The task.
+    pub task: TaskId,
+    /// Events after this seq.
+    pub since: u64,
+    /// How long to wait when nothing is new.
+    pub wait: Duration,
+    /// At most this many events.
+    pub max_events: usize,
+}
+
+/// `stream_task`: what exists after `since` at once, else waits up to `wait` for more,
+/// returning early when the task ends, the client cancels, or `max_events` arrived.
+pub async fn stream(
+    queries: &query_api::State,
+    request: StreamRequest,
+    progress: &mut Progress,
+    cancel: &CancellationToken,
+) -> Result<Batch, ApiError> {
+    let StreamRequest {
+        tenant,
+        task,
+        since,
+        wait,
+        max_events,
+    } = request;
+    let status = query_api::reads::status(queries, tenant, task).await?;
+    let page = query_api::reads::events(queries, tenant, task, since, Some(max_events)).await?;
+    let ended = is_terminal_state(&status.state);
+    if !page.events.is_empty() || ended || wait.is_zero() {
+        return Ok(batch(since, page.events, status.state));
+    }
+    let mut follower = queries.follow(tenant, task, since);
+    let deadline = Instant::now() + wait;
+    let mut idle = idle_timer();
+    let mut events: Vec<Envelope> = Vec::new();
+    loop {
+        let last_seq = events.last().map_or(since, |e| e.seq);
+        tokio::select! {
+            next = follower.next_event() => {
+                let Some(first) = next else { break };
+                let mut arrived = vec![first.event.clone()];
+                while events.len() + arrived.len() < max_events
+                    && !arrived.last().is_some_and(|e| e.kind.is_terminal())
+                {
+                    match follower.next_event().now_or_never() {
+                        Some(Some(more)) => arrived.push(more.event.clone()),
+                        _ => break,
+                    }
+                }
+                let message = describe::batch(&arrived).unwrap_or_default();
+                events.extend(arrived);
+                let last_seq = events.last().map_or(since, |e| e.seq);
+                progress.send(task, last_seq, message).await;
+                idle.reset();
+                if events.len() >= max_events || events.last().is_some_and(|e| e.kind.is_terminal()) {
+                    break;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+            () = cancel.cancelled() => break,
+            _ = idle.tick() => {
+                progress.send(task, last_seq, waiting(task, last_seq)).await;
+            }
+        }
+    }
+    let state = match events.last() {
+        Some(last) if last.kind.is_terminal() => state_of(last.kind).to_owned(),
+        _ => query_api::reads::status(queries, tenant, task).await?.state,
+    };
+    Ok(batch(since, events, state))
+}
+
+fn batch(since: u64, events: Vec<Envelope>, state: String) -> Batch {
+    let next_seq = events.last().map_or(since, |e| e.seq);
+    let done = events.last().is_some_and(|e| e.kind.is_terminal());
+    Batch {
+        events,
+        next_seq,
+        state,
+        done,
+    }
+}
+
+/// What plain `run_task` returns once the task ended.
+#[derive(Debug, Serialize)]
+pub struct Ended {
+    /// The task.
+    pub task_id: TaskId,
+    /// succeeded, failed, timeout or canceled.
+    pub state: String,
+    /// The terminal event's payload: `result`, or `error` (and `exit_code`).
+    pub outcome: Value,
+    /// The seq of the terminal event.
+    pub last_seq: u64,
+    /// The last lines of output (stdout and stderr, in order).
+    pub output_tail: Vec<String>,
+}
+
+/// Follows `task` from after `since` to its end, reporting progress; `None` when the
+/// client canceled the call first.
+pub async fn until_end(
+    queries: &query_api::State,
+    tenant: TenantId,
+    task: TaskId,
+    since: u64,
+    progress: &mut Progress,
+    cancel: &CancellationToken,
+) -> Result<Option<Ended>, ApiError> {
+    let mut follower = queries.follow(tenant, task, since);
+    let mut idle = idle_timer();
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut last_seq = since;
+    loop {
+        tokio::select! {
+            next = follower.next_event() => {
+                let Some(logged) = next else {
+                    return Err(ApiError::unavailable("log", "the task's log could not be read"));
+                };
+                let event = &logged.event;
+                last_seq = event.seq;
+                if matches!(event.kind, EventKind::Stdout | EventKind::Stderr) {
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(event.payload["line"].as_str().unwrap_or_default().to_owned());
+                }
+                progress.send(task, last_seq, describe::event(event)).await;
+                idle.reset();
+                if event.kind.is_terminal() {
+                    return Ok(Some(Ended {
+                        task_id: task,
+                        state: state_of(event.kind).to_owned(),
+                        outcome: event.payload.clone(),
+                        last_seq,
+                        output_tail: tail.into(),
+                    }));
+                }
+            }
+            () = cancel.cancelled() => return Ok(None),
+            _ = idle.tick() => progress.send(task, last_seq, waiting(task, last_seq)).await,
+        }
+    }
+}
+
+fn idle_timer() -> tokio::time::Interval {
+    let mut idle = tokio::time::interval_at(Instant::now() + IDLE, IDLE);
+    idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    idle
+}
+
+fn waiting(task: TaskId, last_seq: u64) -> String {
+    format!("waiting for task {task}: nothing new after seq {last_seq}")
+}
+
+fn is_terminal_state(state: &str) -> bool {
+    TaskState::parse(state).is_some_and(TaskState::is_terminal)
+}
+
+/// The task state a terminal event kind ends in.
+pub fn state_of(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Succeeded => TaskState::Succeeded.as_str(),
+        EventKind::Failed => TaskState::Failed.as_str(),
+        EventKind::Canceled => TaskState::Canceled.as_str(),
+        EventKind::Timeout => TaskState::Timeout.as_str(),
+        _ => TaskState::Running.as_str(),
+    }
+}
