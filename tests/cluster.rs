@@ -11,7 +11,8 @@ use tokio::process::{Child, Command};
 
 use crate::eventually;
 
-fn workspace() -> PathBuf {
+/// The workspace root.
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ is inside the workspace")
@@ -44,6 +45,8 @@ pub struct Options {
     pub max_attempts: u32,
     /// Run `target/release/axontask` (for benchmarks) instead of `target/debug/axontask`.
     pub release: bool,
+    /// Serve the MCP conformance suite's fixtures (`MCP_CONFORMANCE_FIXTURES`).
+    pub mcp_fixtures: bool,
 }
 
 impl Default for Options {
@@ -53,6 +56,7 @@ impl Default for Options {
             workers: 1,
             max_attempts: 3,
             release: false,
+            mcp_fixtures: false,
         }
     }
 }
@@ -82,7 +86,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts services and the roles `api`, `projector` and `worker-N`.
+    /// Starts services and the roles `api` (command-api, query-api, mcp), `projector` and
+    /// `worker-N`.
     pub async fn start(options: Options) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let hint = "run scripts/services.sh, or scripts/test.sh which runs it";
@@ -146,6 +151,8 @@ impl Cluster {
             ("TASK_MAX_ATTEMPTS", options.max_attempts.to_string()),
             ("RUST_LOG", "warn,axontask=info".to_owned()),
             ("AXONTASK_BIN", axontask.display().to_string()),
+            ("MCP_CONFORMANCE_FIXTURES", options.mcp_fixtures.to_string()),
+            ("MCP_ALLOWED_ORIGINS", "http://localhost:*,http://127.0.0.1:*".to_owned()),
         ]);
         let mut cluster = Self {
             dir,
@@ -167,7 +174,9 @@ impl Cluster {
         wait_port(redis_port).await?;
         cluster.cli(&["migrate"]).await?;
         cluster.api_key = cluster.create_key("alpha").await?;
-        let api_port = cluster.spawn_role("api", "command-api,query-api").await?;
+        let api_port = cluster
+            .spawn_role("api", "command-api,query-api,mcp")
+            .await?;
         cluster.base_url = format!("http://127.0.0.1:{api_port}");
         cluster.spawn_role("projector", "projector").await?;
         for n in 1..=options.workers {

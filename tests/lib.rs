@@ -7,6 +7,7 @@
 mod checks;
 mod client;
 mod cluster;
+pub mod mcp;
 
 use std::time::Duration;
 

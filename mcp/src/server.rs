@@ -113,6 +113,21 @@ impl ServerHandler for AxonServer {
         Ok(outcome.unwrap_or_else(|e| failure(&e)).into())
     }
 
+    #[allow(deprecated)] // Logging is deprecated by SEP-2577; only the fixtures log.
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if self.fixtures() {
+            Ok(())
+        } else {
+            Err(McpError::method_not_found::<
+                rmcp::model::SetLevelRequestMethod,
+            >())
+        }
+    }
+
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,

@@ -1,0 +1,57 @@
+//! The official MCP conformance suite against `axontask serve`, with the fixture tools
+//! and resources turned on (`MCP_CONFORMANCE_FIXTURES`). The suite cannot send an API
+//! key, so a loopback proxy adds one; `Host` and `Origin` pass through untouched.
+
+use e2e::mcp::{conformance, key_proxy};
+use e2e::{Cluster, Options};
+use futures::StreamExt;
+
+/// Every 0.1.16 scenario that applies to a server with tools and resources (prompts,
+/// completion, logging levels and elicitation are features this server does not have).
+const SCENARIOS: [&str; 20] = [
+    "server-initialize",
+    "ping",
+    "tools-list",
+    "tools-call-simple-text",
+    "tools-call-image",
+    "tools-call-audio",
+    "tools-call-embedded-resource",
+    "tools-call-mixed-content",
+    "tools-call-with-logging",
+    "tools-call-error",
+    "tools-call-with-progress",
+    "tools-call-sampling",
+    "resources-list",
+    "resources-read-text",
+    "resources-read-binary",
+    "resources-templates-read",
+    "resources-subscribe",
+    "resources-unsubscribe",
+    "server-sse-multiple-streams",
+    "dns-rebinding-protection",
+];
+
+#[tokio::test]
+async fn the_conformance_suite_passes() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options {
+        mcp_fixtures: true,
+        ..Options::default()
+    })
+    .await?;
+    let proxy = key_proxy(cluster.base_url.clone(), cluster.api_key.clone()).await?;
+    let url = format!("{proxy}/mcp");
+    let results: Vec<_> = futures::stream::iter(SCENARIOS)
+        .map(|scenario| conformance(&url, scenario, false))
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut failures = Vec::new();
+    for result in results {
+        let result = result?;
+        if !result.passed {
+            failures.push(format!("== {} ==\n{}", result.name, result.output));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
