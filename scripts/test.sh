@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: starts NATS, PostgreSQL and Redis (installing what is missing), checks
+# Runs every test: starts NATS, PostgreSQL and Redis (installing what is missing) and the
+# MCP test clients (scripts/mcp-tools.sh), checks
 # formatting and lints, then runs all unit, integration and end-to-end tests against them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 bash scripts/services.sh >/dev/null
+# The MCP tests drive the server with the official Python SDK and conformance suite.
+bash scripts/mcp-tools.sh >/dev/null
 # shellcheck disable=SC1091
 source "${AXON_DATA_DIR:-$root/.data}/services.env"
 

@@ -152,7 +152,10 @@ impl Cluster {
             ("RUST_LOG", "warn,axontask=info".to_owned()),
             ("AXONTASK_BIN", axontask.display().to_string()),
             ("MCP_CONFORMANCE_FIXTURES", options.mcp_fixtures.to_string()),
-            ("MCP_ALLOWED_ORIGINS", "http://localhost:*,http://127.0.0.1:*".to_owned()),
+            (
+                "MCP_ALLOWED_ORIGINS",
+                "http://localhost:*,http://127.0.0.1:*".to_owned(),
+            ),
         ]);
         let mut cluster = Self {
             dir,

@@ -82,10 +82,7 @@ pub struct Scenario {
 /// Runs conformance `scenario` against the MCP endpoint at `url`; `next` picks the
 /// 0.2.0 line (tasks scenarios) instead of 0.1.16.
 pub async fn conformance(url: &str, scenario: &str, next: bool) -> anyhow::Result<Scenario> {
-    let node = tool(
-        "AXON_NODE",
-        "conformance/node_modules/node/bin/node",
-    )?;
+    let node = tool("AXON_NODE", "conformance/node_modules/node/bin/node")?;
     let suite = if next {
         tool(
             "AXON_CONFORMANCE_NEXT",

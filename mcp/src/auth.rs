@@ -4,8 +4,8 @@
 //! the tenant that opened it: another tenant's key naming it gets 404, as for a task.
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::RoleServer;
@@ -43,7 +43,12 @@ pub async fn require_key(State(backend): State<Backend>, request: Request, next:
         }
     }
     parts.extensions.insert(caller.0);
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let closing = parts.method == Method::DELETE;
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if closing && response.status() == StatusCode::ACCEPTED {
+        // A closed session has nothing more to say; clients expect 200 or 204 here.
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
     let opened = response
         .headers()
         .get(SESSION_HEADER)

@@ -3,6 +3,7 @@
 mod bad_input;
 mod control;
 mod crash;
+mod mcp_clients;
 mod mcp_conformance;
 mod ops;
 mod pipeline;
