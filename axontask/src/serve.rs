@@ -91,7 +91,9 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                     redis.clone(),
                     settings,
                 );
-                app = app.merge(mcp::router(backend, token.child_token()));
+                let (router, lease) = mcp::endpoint(backend, token.child_token());
+                tracker.spawn(lease);
+                app = app.merge(router);
             }
             Role::Worker => {
                 let settings = worker::Settings {

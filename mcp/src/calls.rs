@@ -10,6 +10,8 @@ use rmcp::service::RequestContext;
 use serde_json::{Value, json};
 use shared::auth::{Principal, Scope};
 use shared::http::ApiError;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::auth::tenant_for;
 use crate::tools::{
@@ -17,6 +19,45 @@ use crate::tools::{
     failure, success,
 };
 use crate::watch::{self, Progress, StreamRequest};
+
+/// How long `resume_task` waits for new events.
+const RESUME_WAIT: Duration = Duration::from_secs(25);
+/// Most events `resume_task` returns.
+const RESUME_EVENTS: usize = 500;
+
+/// One tool call's circumstances: where its progress goes, what cancels it, whether the
+/// client takes tasks, and the call's identity.
+pub struct Invocation {
+    /// Where progress notifications go.
+    pub progress: Progress,
+    /// Canceled when the client cancels the call.
+    pub cancel: CancellationToken,
+    /// Whether the client declared the tasks extension.
+    pub wants_task: bool,
+    /// The call's id (it keys what the call starts).
+    pub call_id: Uuid,
+    /// How long the call already waited (for a call taken over from another process).
+    pub waited: Duration,
+}
+
+impl Invocation {
+    /// The circumstances of the call `context` belongs to.
+    pub fn new(context: &RequestContext<RoleServer>) -> Self {
+        Self {
+            progress: Progress::new(context),
+            cancel: context.ct.clone(),
+            wants_task: context
+                .client_capabilities()
+                .is_some_and(|caps| caps.supports_tasks()),
+            call_id: context
+                .extensions
+                .get::<CallId>()
+                .map_or_else(Uuid::now_v7, |id| id.0),
+            waited: Duration::ZERO,
+        }
+    }
+}
+use crate::sessions::CallId;
 use crate::{Backend, tasks};
 
 type Outcome = Result<CallToolResult, ApiError>;
@@ -66,7 +107,7 @@ pub async fn stream(
     backend: &Backend,
     caller: &Principal,
     args: Option<JsonObject>,
-    context: &RequestContext<RoleServer>,
+    call: &mut Invocation,
 ) -> Outcome {
     let tenant = tenant_for(caller, Scope::TasksRead)?;
     let args: StreamArgs = tools::parse("stream_task", args)?;
@@ -87,10 +128,10 @@ pub async fn stream(
         tenant,
         task,
         since: args.since_seq,
-        wait: Duration::from_secs(args.wait_s),
+        wait: Duration::from_secs(args.wait_s).saturating_sub(call.waited),
         max_events: args.max_events,
     };
-    watch_batch(backend, request, context).await
+    watch_batch(backend, request, call).await
 }
 
 /// `resume_task`: `stream_task` from `last_seq` with the default wait.
@@ -98,7 +139,7 @@ pub async fn resume(
     backend: &Backend,
     caller: &Principal,
     args: Option<JsonObject>,
-    context: &RequestContext<RoleServer>,
+    call: &mut Invocation,
 ) -> Outcome {
     let tenant = tenant_for(caller, Scope::TasksRead)?;
     let args: ResumeArgs = tools::parse("resume_task", args)?;
@@ -107,20 +148,15 @@ pub async fn resume(
         tenant,
         task,
         since: args.last_seq,
-        wait: Duration::from_secs(25),
-        max_events: 500,
+        wait: RESUME_WAIT.saturating_sub(call.waited),
+        max_events: RESUME_EVENTS,
     };
-    watch_batch(backend, request, context).await
+    watch_batch(backend, request, call).await
 }
 
-async fn watch_batch(
-    backend: &Backend,
-    request: StreamRequest,
-    context: &RequestContext<RoleServer>,
-) -> Outcome {
+async fn watch_batch(backend: &Backend, request: StreamRequest, call: &mut Invocation) -> Outcome {
     let (task, since) = (request.task, request.since);
-    let mut progress = Progress::new(context);
-    let batch = watch::stream(&backend.queries, request, &mut progress, &context.ct).await?;
+    let batch = watch::stream(&backend.queries, request, &mut call.progress, &call.cancel).await?;
     let mut summary = format!(
         "{} events after seq {since} (next_seq {}); task {task} is {}",
         batch.events.len(),
@@ -186,12 +222,13 @@ pub async fn verify(backend: &Backend, caller: &Principal, args: Option<JsonObje
 }
 
 /// `run_task`: a task handle at once for clients with the tasks extension; otherwise
-/// progress notifications and the final result in this one call.
+/// progress notifications and the final result in this one call. The task's start is
+/// keyed by the call, so a call taken over by another process starts nothing new.
 pub async fn run(
     backend: &Backend,
     caller: &Principal,
     args: Option<JsonObject>,
-    context: &RequestContext<RoleServer>,
+    call: &mut Invocation,
 ) -> Result<CallToolResponse, ApiError> {
     let tenant = tenant_for(caller, Scope::TasksWrite)?;
     let args: RunArgs = tools::parse("run_task", args)?;
@@ -200,34 +237,28 @@ pub async fn run(
         adapter: args.adapter,
         args: args.args.unwrap_or_else(|| json!({})),
         timeout_s: args.timeout_s,
-        idempotency_key: None,
+        idempotency_key: Some(format!("mcp-run:{}", call.call_id)),
     };
     let started = command_api::start_task(&backend.commands, tenant, body).await?;
     let task = started.task_id;
-    let wants_task = context
-        .client_capabilities()
-        .is_some_and(|caps| caps.supports_tasks());
-    if wants_task {
+    if call.wants_task {
         let status = query_api::reads::status(&backend.queries, tenant, task).await?;
         return Ok(CallToolResponse::Task(tasks::created(&status)));
     }
-    let mut progress = Progress::new(context);
-    progress
-        .send(
-            task,
-            0,
-            format!(
-                "task {task} started; if this call is cut off, call resume_task with task_id {task} and last_seq 0"
-            ),
-        )
-        .await;
+    if call.progress.sent() == 0 {
+        let first = format!(
+            "task {task} started; if this call is cut off, call resume_task with task_id {task} and last_seq 0"
+        );
+        call.progress.send(task, 0, first).await;
+    }
+    let from = call.progress.reported();
     let ended = watch::until_end(
         &backend.queries,
         tenant,
         task,
-        0,
-        &mut progress,
-        &context.ct,
+        from,
+        &mut call.progress,
+        &call.cancel,
     )
     .await?;
     let Some(ended) = ended else {
@@ -238,4 +269,38 @@ pub async fn run(
         .into());
     };
     Ok(tasks::ended_result(&ended).into())
+}
+
+/// Runs tool `name` (one of §3.9); `None` for a name that is not one of them.
+pub async fn dispatch(
+    backend: &Backend,
+    caller: &Principal,
+    name: &str,
+    args: Option<JsonObject>,
+    call: &mut Invocation,
+) -> Option<CallToolResponse> {
+    let outcome = match name {
+        "start_task" => start(backend, caller, args).await,
+        "get_task_status" => status(backend, caller, args).await,
+        "stream_task" => stream(backend, caller, args, call).await,
+        "resume_task" => resume(backend, caller, args, call).await,
+        "cancel_task" => cancel(backend, caller, args).await,
+        "list_tasks" => list(backend, caller, args).await,
+        "verify_task" => verify(backend, caller, args).await,
+        "run_task" => {
+            return Some(
+                run(backend, caller, args, call)
+                    .await
+                    .unwrap_or_else(|e| failure(&e).into()),
+            );
+        }
+        _ => return None,
+    };
+    Some(outcome.unwrap_or_else(|e| failure(&e)).into())
+}
+
+/// Whether running tool `name` again (as a process taking a call over does) is safe:
+/// everything but `start_task`, whose task would start twice without an idempotency key.
+pub fn rerunnable(name: &str) -> bool {
+    name != "start_task"
 }

@@ -7,7 +7,7 @@
 //! Sessions and resumable streams live in Redis ([`store`]), not in process memory.
 //! Nothing depends on this crate.
 //!
-//! Entry points: [`Backend::new`] and [`router`].
+//! Entry points: [`Backend::new`] and [`endpoint`].
 
 mod auth;
 mod calls;
@@ -15,7 +15,9 @@ mod describe;
 mod fixtures;
 mod resources;
 mod server;
+mod sessions;
 mod store;
+mod takeover;
 mod tasks;
 mod tools;
 mod watch;
@@ -30,8 +32,12 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use uuid::Uuid;
+
 use crate::server::AxonServer;
+use crate::sessions::DurableSessions;
 use crate::store::{RedisEventStore, RedisSessionStore};
+use crate::takeover::Finisher;
 
 /// The parts of configuration the MCP server uses.
 #[derive(Debug, Clone)]
@@ -78,29 +84,42 @@ impl Backend {
 /// How long an idle SSE stream waits between keep-alive comments.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The `/mcp` route: API-key authentication in front of the Streamable HTTP service.
-/// `shutdown` ends every open session and stream.
-pub fn router(backend: Backend, shutdown: CancellationToken) -> Router {
-    let events = Arc::new(RedisEventStore::new(backend.redis.clone()));
-    let sessions = Arc::new(LocalSessionManager::default().with_event_store(events));
+/// The `/mcp` route (API-key authentication in front of the Streamable HTTP service) and
+/// the lease task to spawn beside it, which tells other processes this one is alive to
+/// finish the calls it runs. `shutdown` ends every open session and stream.
+pub fn endpoint(
+    backend: Backend,
+    shutdown: CancellationToken,
+) -> (Router, impl Future<Output = ()> + Send + 'static) {
+    let me = Uuid::now_v7();
+    let finisher = Finisher::new(backend.clone(), backend.redis.clone(), shutdown.clone());
+    let events = RedisEventStore::new(backend.redis.clone(), me, Arc::new(finisher));
+    let sessions = DurableSessions::new(
+        LocalSessionManager::default().with_event_store(Arc::new(events)),
+        backend.redis.clone(),
+        me,
+    );
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(backend.settings.allowed_hosts.clone())
         .with_allowed_origins(backend.settings.allowed_origins.clone())
         .enforce_origin_validation()
         .with_sse_keep_alive(Some(KEEP_ALIVE))
         .with_max_request_body_bytes(command_api::MAX_BODY_BYTES)
-        .with_cancellation_token(shutdown);
+        .with_cancellation_token(shutdown.clone());
     config.session_store = Some(Arc::new(RedisSessionStore::new(backend.redis.clone())));
     let factory_backend = backend.clone();
     let service = StreamableHttpService::new(
         move || Ok(AxonServer::new(factory_backend.clone())),
-        sessions,
+        Arc::new(sessions),
         config,
     );
-    Router::new()
-        .route_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(
-            backend,
-            auth::require_key,
-        ))
+    let lease = store::calls::keep_lease(backend.redis.clone(), me, shutdown);
+    let router =
+        Router::new()
+            .route_service("/mcp", service)
+            .layer(axum::middleware::from_fn_with_state(
+                backend,
+                auth::require_key,
+            ));
+    (router, lease)
 }

@@ -13,8 +13,8 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 
+use crate::calls::Invocation;
 use crate::resources::{self, Subscriptions};
-use crate::tools::failure;
 use crate::{Backend, auth, calls, fixtures, tasks, tools};
 
 /// What the server tells clients at `initialize` and `server/discover`.
@@ -85,32 +85,26 @@ impl ServerHandler for AxonServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let caller = auth::principal(&context)?.clone();
-        let backend = &self.backend;
-        let args = request.arguments;
-        let outcome = match request.name.as_ref() {
-            "start_task" => calls::start(backend, &caller, args).await,
-            "get_task_status" => calls::status(backend, &caller, args).await,
-            "stream_task" => calls::stream(backend, &caller, args, &context).await,
-            "resume_task" => calls::resume(backend, &caller, args, &context).await,
-            "cancel_task" => calls::cancel(backend, &caller, args).await,
-            "list_tasks" => calls::list(backend, &caller, args).await,
-            "verify_task" => calls::verify(backend, &caller, args).await,
-            "run_task" => {
-                return Ok(calls::run(backend, &caller, args, &context)
-                    .await
-                    .unwrap_or_else(|e| failure(&e).into()));
-            }
-            name if self.fixtures() && fixtures::is_tool(name) => {
-                return fixtures::call(name, args, context).await;
-            }
-            name => {
-                return Err(McpError::invalid_params(
-                    format!("unknown tool '{name}'; tools/list names this server's tools"),
-                    None,
-                ));
-            }
-        };
-        Ok(outcome.unwrap_or_else(|e| failure(&e)).into())
+        let mut call = Invocation::new(&context);
+        let name = request.name.as_ref();
+        if let Some(response) = calls::dispatch(
+            &self.backend,
+            &caller,
+            name,
+            request.arguments.clone(),
+            &mut call,
+        )
+        .await
+        {
+            return Ok(response);
+        }
+        if self.fixtures() && fixtures::is_tool(name) {
+            return fixtures::call(name, request.arguments, context).await;
+        }
+        Err(McpError::invalid_params(
+            format!("unknown tool '{name}'; tools/list names this server's tools"),
+            None,
+        ))
     }
 
     #[allow(deprecated)] // Logging is deprecated by SEP-2577; only the fixtures log.

@@ -18,13 +18,11 @@ use shared::ids::{TaskId, TenantId};
 use shared::task::TaskState;
 
 use crate::auth::tenant_for;
-use crate::watch::Ended;
+use crate::watch::{self, Ended};
 use crate::{Backend, describe, tools};
 
 /// How often a client should poll `tasks/get`.
 const POLL_INTERVAL_MS: u64 = 1000;
-/// Output lines in a finished task's result.
-const TAIL_LINES: usize = 20;
 
 /// The answer to a `run_task` call from a client that declared the extension.
 pub fn created(status: &TaskStatus) -> CreateTaskResult {
@@ -93,7 +91,9 @@ pub async fn get(
                 state: status.state.clone(),
                 outcome: status.outcome.clone().unwrap_or(Value::Null),
                 last_seq: status.last_seq,
-                output_tail: output_tail(backend, tenant, task).await?,
+                output_tail: watch::output_tail(&backend.queries, tenant, task)
+                    .await
+                    .map_err(protocol_error)?,
             };
             let result = serde_json::to_value(ended_result(&ended)).expect("results serialize");
             let Value::Object(result) = result else {
@@ -125,22 +125,6 @@ async fn latest_message(
         .await
         .map_err(protocol_error)?;
     Ok(latest.first().map(describe::event))
-}
-
-async fn output_tail(
-    backend: &Backend,
-    tenant: TenantId,
-    task: TaskId,
-) -> Result<Vec<String>, McpError> {
-    let kinds = [EventKind::Stdout, EventKind::Stderr];
-    let latest = query_api::reads::latest(&backend.queries, tenant, task, &kinds, TAIL_LINES)
-        .await
-        .map_err(protocol_error)?;
-    Ok(latest
-        .iter()
-        .rev()
-        .map(|e| e.payload["line"].as_str().unwrap_or_default().to_owned())
-        .collect())
 }
 
 /// A §3.7 error as a JSON-RPC error: bad input and unknown tasks are invalid params

@@ -3,14 +3,17 @@
 //! send `notifications/progress` when events arrive and at least every [`IDLE`] otherwise,
 //! so hosts with idle timeouts keep the call open.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::FutureExt;
+use redis::aio::ConnectionManager;
 use rmcp::model::{
-    JsonObject, MetaObject, NotificationMetaObject, ProgressNotificationParam, ProgressToken,
+    JsonObject, JsonRpcNotification, JsonRpcVersion2_0, MetaObject, NotificationMetaObject,
+    ProgressNotification, ProgressNotificationParam, ProgressToken, ServerJsonRpcMessage,
+    ServerNotification,
 };
 use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::ServerSseMessage;
 use rmcp::{Peer, RoleServer};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -29,41 +32,121 @@ pub const IDLE: Duration = Duration::from_secs(5);
 /// Output lines kept for the end of a `run_task` result.
 const TAIL_LINES: usize = 20;
 
+/// Where a call's progress notifications go.
+enum Sink {
+    /// To the client, through the session or request the call belongs to.
+    Peer(Peer<RoleServer>),
+    /// Into the call's resumable stream (a call this process took over).
+    Stream {
+        redis: ConnectionManager,
+        stream_id: String,
+    },
+}
+
 /// Progress notifications of one tool call (none when the client gave no token).
 pub struct Progress {
-    peer: Peer<RoleServer>,
+    sink: Sink,
     token: Option<ProgressToken>,
     sent: u32,
+    /// Events up to this seq were reported before (by the process that began the call).
+    reported: u64,
 }
 
 impl Progress {
     /// The progress channel of the call `context` belongs to.
     pub fn new(context: &RequestContext<RoleServer>) -> Self {
         Self {
-            peer: context.peer.clone(),
+            sink: Sink::Peer(context.peer.clone()),
             token: context.meta.get_progress_token(),
             sent: 0,
+            reported: 0,
+        }
+    }
+
+    /// Progress of a call taken over: `sent` notifications went out, the last reporting
+    /// events up to seq `reported`; new ones go into the call's stream `stream_id`.
+    pub fn resumed(
+        redis: ConnectionManager,
+        stream_id: String,
+        token: Option<ProgressToken>,
+        sent: u32,
+        reported: u64,
+    ) -> Self {
+        Self {
+            sink: Sink::Stream { redis, stream_id },
+            token,
+            sent,
+            reported,
+        }
+    }
+
+    /// How many notifications this call has sent.
+    pub fn sent(&self) -> u32 {
+        self.sent
+    }
+
+    /// The last seq reported.
+    pub fn reported(&self) -> u64 {
+        self.reported
+    }
+
+    /// Reports events that arrived (those not reported before).
+    pub async fn events(&mut self, task: TaskId, events: &[Envelope]) {
+        let fresh: Vec<Envelope> = events
+            .iter()
+            .filter(|e| e.seq > self.reported)
+            .cloned()
+            .collect();
+        if let Some(message) = describe::batch(&fresh) {
+            let last = fresh.last().map_or(self.reported, |e| e.seq);
+            self.send(task, last, message).await;
         }
     }
 
     /// Sends one notification; `progress` counts up by one each time. Its `_meta` names the
-    /// task and the last `seq` reported, so a client can resume from there.
+    /// task and the last `seq` reported, so a client (or a process taking the call over)
+    /// can go on from there.
     pub async fn send(&mut self, task: TaskId, last_seq: u64, message: String) {
         let Some(token) = self.token.clone() else {
             return;
         };
         self.sent += 1;
+        self.reported = self.reported.max(last_seq);
         let mut meta = JsonObject::new();
-        meta.insert("io.axontask/task_id".into(), json!(task));
-        meta.insert("io.axontask/last_seq".into(), json!(last_seq));
+        meta.insert(TASK_META.into(), json!(task));
+        meta.insert(SEQ_META.into(), json!(self.reported));
         let mut param = ProgressNotificationParam::new(token, f64::from(self.sent));
         param.message = Some(message);
         param.meta = Some(NotificationMetaObject(MetaObject(meta)));
-        if let Err(e) = self.peer.notify_progress(param).await {
+        let delivered = match &self.sink {
+            Sink::Peer(peer) => peer.notify_progress(param).await.map_err(|e| e.to_string()),
+            Sink::Stream { redis, stream_id } => {
+                let message = ServerJsonRpcMessage::Notification(JsonRpcNotification {
+                    jsonrpc: JsonRpcVersion2_0,
+                    notification: ServerNotification::ProgressNotification(
+                        ProgressNotification::new(param),
+                    ),
+                });
+                crate::store::events::append(
+                    redis,
+                    stream_id,
+                    &ServerSseMessage::from_message(message),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = delivered {
             tracing::debug!(%task, error = %e, "progress notification not delivered");
         }
     }
 }
+
+/// The progress `_meta` key naming the task.
+pub const TASK_META: &str = "io.axontask/task_id";
+/// The progress `_meta` key holding the last seq reported.
+pub const SEQ_META: &str = "io.axontask/last_seq";
 
 /// What `stream_task` returns.
 #[derive(Debug, Serialize)]
@@ -131,10 +214,8 @@ pub async fn stream(
                         _ => break,
                     }
                 }
-                let message = describe::batch(&arrived).unwrap_or_default();
+                progress.events(task, &arrived).await;
                 events.extend(arrived);
-                let last_seq = events.last().map_or(since, |e| e.seq);
-                progress.send(task, last_seq, message).await;
                 idle.reset();
                 if events.len() >= max_events || events.last().is_some_and(|e| e.kind.is_terminal()) {
                     break;
@@ -192,7 +273,6 @@ pub async fn until_end(
 ) -> Result<Option<Ended>, ApiError> {
     let mut follower = queries.follow(tenant, task, since);
     let mut idle = idle_timer();
-    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let mut last_seq = since;
     loop {
         tokio::select! {
@@ -202,13 +282,7 @@ pub async fn until_end(
                 };
                 let event = &logged.event;
                 last_seq = event.seq;
-                if matches!(event.kind, EventKind::Stdout | EventKind::Stderr) {
-                    if tail.len() == TAIL_LINES {
-                        tail.pop_front();
-                    }
-                    tail.push_back(event.payload["line"].as_str().unwrap_or_default().to_owned());
-                }
-                progress.send(task, last_seq, describe::event(event)).await;
+                progress.events(task, std::slice::from_ref(event)).await;
                 idle.reset();
                 if event.kind.is_terminal() {
                     return Ok(Some(Ended {
@@ -216,7 +290,7 @@ pub async fn until_end(
                         state: state_of(event.kind).to_owned(),
                         outcome: event.payload.clone(),
                         last_seq,
-                        output_tail: tail.into(),
+                        output_tail: output_tail(queries, tenant, task).await?,
                     }));
                 }
             }
@@ -224,6 +298,21 @@ pub async fn until_end(
             _ = idle.tick() => progress.send(task, last_seq, waiting(task, last_seq)).await,
         }
     }
+}
+
+/// The task's last lines of output, oldest first.
+pub async fn output_tail(
+    queries: &query_api::State,
+    tenant: TenantId,
+    task: TaskId,
+) -> Result<Vec<String>, ApiError> {
+    let kinds = [EventKind::Stdout, EventKind::Stderr];
+    let latest = query_api::reads::latest(queries, tenant, task, &kinds, TAIL_LINES).await?;
+    Ok(latest
+        .iter()
+        .rev()
+        .map(|e| e.payload["line"].as_str().unwrap_or_default().to_owned())
+        .collect())
 }
 
 fn idle_timer() -> tokio::time::Interval {

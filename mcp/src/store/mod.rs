@@ -6,7 +6,8 @@
 //! `mcp:sse:{stream_id}` (a Redis Stream of the stream's messages; expires an hour after
 //! the last one).
 
-mod events;
+pub mod calls;
+pub mod events;
 mod sessions;
 
 use redis::aio::ConnectionManager;
