@@ -149,7 +149,7 @@ impl Cluster {
             ("WORKER_ACK_WAIT_S", "2".to_owned()),
             ("SHELL_KILL_GRACE_MS", "1000".to_owned()),
             ("TASK_MAX_ATTEMPTS", options.max_attempts.to_string()),
-            ("RUST_LOG", "warn,axontask=info".to_owned()),
+            ("RUST_LOG", "warn,axontask=info,mcp=info".to_owned()),
             ("AXONTASK_BIN", axontask.display().to_string()),
             ("MCP_CONFORMANCE_FIXTURES", options.mcp_fixtures.to_string()),
             (

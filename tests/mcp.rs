@@ -137,3 +137,113 @@ pub async fn python(name: &str, args: &[&str]) -> anyhow::Result<String> {
     }
     Ok(stdout)
 }
+
+/// The protocol revision of sessions.
+pub const SESSION_REVISION: &str = "2025-11-25";
+
+/// One SSE message of an MCP stream: its event id and JSON-RPC message (`None` for a
+/// priming event).
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The SSE `id`.
+    pub id: String,
+    /// The JSON-RPC message.
+    pub json: Option<serde_json::Value>,
+}
+
+/// A 2025-11-25 session spoken over plain HTTP, for tests that need to cut streams.
+pub struct Session {
+    http: reqwest::Client,
+    url: String,
+    key: String,
+    /// The `Mcp-Session-Id`.
+    pub id: String,
+}
+
+impl Session {
+    /// Opens a session at `url` (`…/mcp`) with `initialize` and `notifications/initialized`.
+    pub async fn open(url: &str, key: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::new();
+        let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": SESSION_REVISION, "capabilities": {},
+                       "clientInfo": {"name": "e2e", "version": "1"}}});
+        let response = http
+            .post(url)
+            .header("X-Api-Key", key)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await?;
+        let id = response
+            .headers()
+            .get("mcp-session-id")
+            .context("initialize answered no Mcp-Session-Id")?
+            .to_str()?
+            .to_owned();
+        let mut messages = sse_messages(response);
+        futures::StreamExt::next(&mut messages).await;
+        let session = Self {
+            http,
+            url: url.to_owned(),
+            key: key.to_owned(),
+            id,
+        };
+        let initialized =
+            serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let status = session.post(&initialized).await?.status();
+        if !status.is_success() {
+            bail!("notifications/initialized answered {status}");
+        }
+        Ok(session)
+    }
+
+    /// POSTs one JSON-RPC message in this session.
+    pub async fn post(&self, body: &serde_json::Value) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(&self.url)
+            .header("X-Api-Key", &self.key)
+            .header("Mcp-Session-Id", &self.id)
+            .header("Mcp-Protocol-Version", SESSION_REVISION)
+            .header("Accept", "application/json, text/event-stream")
+            .json(body)
+            .send()
+            .await?)
+    }
+
+    /// Resumes a stream with `Last-Event-ID` at `url` (maybe another process).
+    pub async fn resume(
+        &self,
+        url: &str,
+        last_event_id: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .get(url)
+            .header("X-Api-Key", &self.key)
+            .header("Mcp-Session-Id", &self.id)
+            .header("Mcp-Protocol-Version", SESSION_REVISION)
+            .header("Accept", "text/event-stream")
+            .header("Last-Event-ID", last_event_id)
+            .send()
+            .await?)
+    }
+}
+
+/// The SSE messages of a response, in order.
+pub fn sse_messages(
+    response: reqwest::Response,
+) -> impl futures::Stream<Item = Message> + Unpin + Send + use<> {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    Box::pin(
+        response
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|event| async move {
+                let event = event.ok()?;
+                let json = serde_json::from_str(&event.data).ok();
+                Some(Message { id: event.id, json })
+            }),
+    )
+}

@@ -5,6 +5,7 @@ mod control;
 mod crash;
 mod mcp_clients;
 mod mcp_conformance;
+mod mcp_resume;
 mod ops;
 mod pipeline;
 mod reads;
