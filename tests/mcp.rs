@@ -211,6 +211,40 @@ impl Session {
             .await?)
     }
 
+    /// Sends a request and returns the JSON-RPC message that answers it.
+    pub async fn call(&self, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        use futures::StreamExt;
+        let response = self.post(body).await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!(
+                "{} answered {status}: {}",
+                body["method"],
+                response.text().await?
+            );
+        }
+        let mut messages = sse_messages(response);
+        while let Some(message) = messages.next().await {
+            if let Some(json) = message.json
+                && json["id"] == body["id"]
+            {
+                return Ok(json);
+            }
+        }
+        bail!("the stream ended without an answer to {body}")
+    }
+
+    /// Calls tool `name` and returns the JSON-RPC answer.
+    pub async fn call_tool(
+        &self,
+        name: &str,
+        arguments: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}});
+        self.call(&body).await
+    }
+
     /// Resumes a stream with `Last-Event-ID` at `url` (maybe another process).
     pub async fn resume(
         &self,

@@ -10,6 +10,7 @@
 //! Entry points: [`Backend::new`] and [`endpoint`].
 
 mod auth;
+mod body;
 mod calls;
 mod describe;
 mod fixtures;
@@ -114,12 +115,12 @@ pub fn endpoint(
         config,
     );
     let lease = store::calls::keep_lease(backend.redis.clone(), me, shutdown);
-    let router =
-        Router::new()
-            .route_service("/mcp", service)
-            .layer(axum::middleware::from_fn_with_state(
-                backend,
-                auth::require_key,
-            ));
+    let router = Router::new()
+        .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn(body::single_message))
+        .layer(axum::middleware::from_fn_with_state(
+            backend,
+            auth::require_key,
+        ));
     (router, lease)
 }

@@ -3,9 +3,10 @@
 mod bad_input;
 mod control;
 mod crash;
+mod mcp_bad_input;
 mod mcp_clients;
 mod mcp_conformance;
-mod mcp_resume;
+mod mcp_streams;
 mod ops;
 mod pipeline;
 mod reads;

@@ -1,6 +1,6 @@
-//! Resumability of 2025-11-25 streams: a `stream_task` call whose stream is cut because its
-//! process died resumes with `Last-Event-ID` on a new process, and the client gets every
-//! message exactly once.
+//! Long MCP calls: a `stream_task` call whose stream is cut because its process died
+//! resumes with `Last-Event-ID` on a new process, and the client gets every message
+//! exactly once; a long wait keeps sending progress, so hosts do not time it out.
 
 use anyhow::Context;
 use e2e::mcp::{Message, Session, sse_messages};
@@ -104,5 +104,65 @@ async fn a_stream_cut_by_a_dead_process_resumes_on_a_new_one_exactly_once() -> a
         "the new process finished the call; its log:\n{}\nmessages: {received:#?}",
         cluster.log("mcp-2")
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_long_wait_sends_progress_at_least_every_five_seconds() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let url = format!("{}/mcp", cluster.base_url);
+    let session = Session::open(&url, &cluster.api_key).await?;
+    let task = cluster
+        .start_task(json!({"name": "quiet", "adapter": "shell", "args": {"command": "sleep 30"}}))
+        .await?;
+    e2e::eventually(|| async {
+        cluster
+            .get(&format!("/mcp/tasks/{task}/status"), Some(&cluster.api_key))
+            .await
+            .is_ok_and(|(_, status)| status["state"] == "running")
+    })
+    .await?;
+    let (_, status) = cluster
+        .get(&format!("/mcp/tasks/{task}/status"), Some(&cluster.api_key))
+        .await?;
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "stream_task", "_meta": {"progressToken": 1},
+        "arguments": {"task_id": task, "since_seq": status["last_seq"], "wait_s": 11}}});
+    let started = tokio::time::Instant::now();
+    let mut messages = sse_messages(session.post(&call).await?);
+    let mut beats = Vec::new();
+    let answer = loop {
+        let message = next(&mut messages).await?;
+        let Some(json) = message.json else { continue };
+        if json["method"] == "notifications/progress" {
+            beats.push(started.elapsed());
+            assert!(
+                json["params"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("waiting"),
+                "{json}"
+            );
+        } else if json["id"] == 3 {
+            break json;
+        }
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(
+        beats.len(),
+        2,
+        "one progress notification per 5 s of an 11 s wait: {beats:?}"
+    );
+    let mut previous = std::time::Duration::ZERO;
+    for beat in beats.iter().chain([&elapsed]) {
+        assert!(
+            beat.saturating_sub(previous) < std::time::Duration::from_millis(5500),
+            "a silence longer than 5 s: {beats:?}, answered at {elapsed:?}"
+        );
+        previous = *beat;
+    }
+    assert_eq!(answer["result"]["structuredContent"]["events"], json!([]));
+    assert_eq!(answer["result"]["structuredContent"]["state"], "running");
+    cluster.cancel(&task).await?;
     Ok(())
 }
