@@ -105,13 +105,15 @@ pub async fn get(
     Ok(GetTaskResult::new(DetailedTask::new(summary, payload)))
 }
 
-/// `tasks/cancel`: the task's cancel, acknowledged at once; it then ends `cancelled`.
+/// `tasks/cancel`: the task's cancel, acknowledged at once; it then ends `cancelled`. A
+/// task that already ended gets the same acknowledgement (SEP-2663: idempotent).
 pub async fn cancel(backend: &Backend, caller: &Principal, task_id: &str) -> Result<(), McpError> {
     let tenant = tenant_for(caller, Scope::TasksWrite).map_err(protocol_error)?;
     let task = tools::task_id(task_id).map_err(protocol_error)?;
-    command_api::cancel_task(&backend.commands, tenant, task)
-        .await
-        .map_err(protocol_error)
+    match command_api::cancel_task(&backend.commands, tenant, task).await {
+        Err(e) if e.code == "task_already_ended" => Ok(()),
+        other => other.map_err(protocol_error),
+    }
 }
 
 /// The latest progress or output line, for `statusMessage`.

@@ -1,12 +1,14 @@
 //! The pipeline benchmark: raw NATS JetStream, Redis and Postgres speed, then AxonTask's
-//! end-to-end throughput, emit-to-SSE latency and SSE fan-out, all in one run on one
-//! machine, so the figures compare as ratios. Run `scripts/bench.sh`
+//! end-to-end throughput, emit-to-SSE latency, SSE fan-out, and the MCP server's
+//! `stream_task` round trips and emit-to-progress latency, all in one run on one machine,
+//! so the figures compare as ratios. Run `scripts/bench.sh`
 //! (`BENCH_SSE_CLIENTS=10000 scripts/bench.sh` for more SSE clients than the 1,000 default).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use anyhow::Context;
+use e2e::mcp::{Session, sse_messages};
 use e2e::{Cluster, Options};
 use futures::StreamExt;
 use serde_json::json;
@@ -81,7 +83,126 @@ async fn main() -> anyhow::Result<()> {
         "{what:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         fanout.0, fanout.1, fanout.2
     );
+
+    let calls = mcp_round_trips(&cluster, 8, 250).await?;
+    row(
+        "MCP stream_task round trips, 8 sessions, answer at once",
+        calls,
+        "calls/s",
+        None,
+    );
+    let progress = emit_to_progress(&mut cluster, 2_000).await?;
+    println!(
+        "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "emit → MCP progress latency, 2,000 events 1 ms apart", progress.0, progress.1, progress.2
+    );
     Ok(())
+}
+
+/// `sessions` MCP sessions each calling `stream_task` `calls` times in a row on an ended
+/// task (so every call answers at once); calls per second in all.
+async fn mcp_round_trips(cluster: &Cluster, sessions: usize, calls: usize) -> anyhow::Result<f64> {
+    let task = cluster
+        .start_task(json!({"name": "done", "adapter": "mock", "args": {"steps": 3, "interval_ms": 1}}))
+        .await?;
+    collect_to_end_of(cluster, &task).await?;
+    let url = format!("{}/mcp", cluster.base_url);
+    let started = Instant::now();
+    let mut callers = Vec::new();
+    for _ in 0..sessions {
+        let session = Session::open(&url, &cluster.api_key).await?;
+        let task = task.clone();
+        callers.push(tokio::spawn(async move {
+            for _ in 0..calls {
+                let answer = session
+                    .call_tool("stream_task", json!({"task_id": task, "wait_s": 0}))
+                    .await?;
+                anyhow::ensure!(answer["result"]["structuredContent"]["done"] == true, "{answer}");
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for caller in callers {
+        caller.await??;
+    }
+    Ok(per_second(sessions * calls, started))
+}
+
+async fn collect_to_end_of(cluster: &Cluster, task: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    e2e::collect_to_end(cluster.sse(task, "", None).await?).await
+}
+
+/// A mock task of `steps` progress events 1 ms apart, watched with `stream_task`; the
+/// latency of each progress notification is its arrival minus the `ts` of the last event it
+/// reports.
+async fn emit_to_progress(cluster: &mut Cluster, steps: usize) -> anyhow::Result<(f64, f64, f64)> {
+    cluster.kill("worker-1").await?;
+    let task = cluster
+        .start_task(json!({"name": "latency", "adapter": "mock", "args": {"steps": steps, "interval_ms": 1}}))
+        .await?;
+    let session = Session::open(&format!("{}/mcp", cluster.base_url), &cluster.api_key).await?;
+    let watcher = {
+        let task = task.clone();
+        tokio::spawn(async move {
+            let (mut id, mut since, mut arrivals) = (0, 0, Vec::new());
+            loop {
+                id += 1;
+                let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                    "name": "stream_task", "_meta": {"progressToken": id},
+                    "arguments": {"task_id": task, "since_seq": since, "wait_s": 30, "max_events": 1000}}});
+                let mut messages = sse_messages(session.post(&call).await?);
+                while let Some(message) = messages.next().await {
+                    let Some(json) = message.json else { continue };
+                    if json["method"] == "notifications/progress" {
+                        let seq = json["params"]["_meta"]["io.axontask/last_seq"].as_u64().context("seq")?;
+                        arrivals.push((seq, chrono::Utc::now()));
+                    } else if json["id"] == id {
+                        let batch = &json["result"]["structuredContent"];
+                        since = batch["next_seq"].as_u64().context("next_seq")?;
+                        if batch["done"] == true {
+                            return anyhow::Ok(arrivals);
+                        }
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    cluster.spawn_role("worker-1", "worker").await?;
+    let arrivals = watcher.await??;
+    let (_, page) = cluster
+        .get(&format!("/mcp/tasks/{task}/events?limit=1000"), Some(&cluster.api_key))
+        .await?;
+    let mut stamps = std::collections::HashMap::new();
+    let mut after = 0;
+    let mut page = page;
+    loop {
+        let events = page["events"].as_array().context("events")?.clone();
+        if events.is_empty() {
+            break;
+        }
+        for event in &events {
+            let ts = chrono::DateTime::parse_from_rfc3339(event["ts"].as_str().context("ts")?)?;
+            stamps.insert(event["seq"].as_u64().context("seq")?, ts.with_timezone(&chrono::Utc));
+        }
+        after = page["next_seq"].as_u64().context("next_seq")?;
+        page = cluster
+            .get(&format!("/mcp/tasks/{task}/events?since_seq={after}&limit=1000"), Some(&cluster.api_key))
+            .await?
+            .1;
+    }
+    anyhow::ensure!(after as usize >= steps, "the log holds every step");
+    let mut all: Vec<f64> = arrivals
+        .iter()
+        .filter_map(|(seq, arrived)| {
+            let micros = (*arrived - *stamps.get(seq)?).num_microseconds()?;
+            Some(micros as f64 / 1_000.0)
+        })
+        .collect();
+    anyhow::ensure!(!all.is_empty(), "no progress notification arrived");
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
+    Ok((at(0.5), at(0.99), at(1.0)))
 }
 
 fn row(what: &str, rate: f64, unit: &str, versus: Option<f64>) {

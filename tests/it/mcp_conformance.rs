@@ -55,3 +55,42 @@ async fn the_conformance_suite_passes() -> anyhow::Result<()> {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
 }
+
+/// The tasks-extension scenarios of the 0.2.0 line.
+const TASK_SCENARIOS: [&str; 10] = [
+    "tasks-lifecycle",
+    "tasks-capability-negotiation",
+    "tasks-wire-fields",
+    "tasks-request-state-removal",
+    "tasks-mrtr-input",
+    "tasks-request-headers",
+    "tasks-dispatch-and-envelope",
+    "tasks-status-notifications",
+    "tasks-required-task-error",
+    "tasks-mrtr-composition",
+];
+
+#[tokio::test]
+async fn the_tasks_extension_scenarios_pass() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options {
+        mcp_fixtures: true,
+        ..Options::default()
+    })
+    .await?;
+    let proxy = key_proxy(cluster.base_url.clone(), cluster.api_key.clone()).await?;
+    let url = format!("{proxy}/mcp");
+    let results: Vec<_> = futures::stream::iter(TASK_SCENARIOS)
+        .map(|scenario| conformance(&url, scenario, true))
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut failures = Vec::new();
+    for result in results {
+        let result = result?;
+        if !result.passed {
+            failures.push(format!("== {} ==\n{}", result.name, result.output));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
