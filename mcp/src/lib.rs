@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 use redis::aio::ConnectionManager;
+use rmcp::task_manager::TaskManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use sqlx::PgPool;
@@ -61,6 +62,8 @@ pub struct Backend {
     pool: PgPool,
     redis: ConnectionManager,
     settings: Arc<Settings>,
+    /// The conformance fixtures' tasks (in process; AxonTask's own tasks are in the stores).
+    fixture_tasks: Arc<TaskManager>,
 }
 
 impl Backend {
@@ -78,6 +81,7 @@ impl Backend {
             pool,
             redis,
             settings: Arc::new(settings),
+            fixture_tasks: Arc::default(),
         }
     }
 }

@@ -9,8 +9,10 @@ use rmcp::model::{
     GetTaskParams, GetTaskResult, Implementation, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
     ServerCapabilities, ServerConfig, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
+use rmcp::task_manager::TaskManager;
 use rmcp::{RoleServer, ServerHandler};
 
 use crate::calls::Invocation;
@@ -40,6 +42,12 @@ impl AxonServer {
 
     fn fixtures(&self) -> bool {
         self.backend.settings.fixtures
+    }
+
+    /// The fixture task manager, when fixtures are on and it knows `task_id`.
+    fn fixture_task(&self, task_id: &str) -> Option<&TaskManager> {
+        let manager = &self.backend.fixture_tasks;
+        (self.fixtures() && manager.get_task(task_id).is_ok()).then_some(&**manager)
     }
 }
 
@@ -99,7 +107,7 @@ impl ServerHandler for AxonServer {
             return Ok(response);
         }
         if self.fixtures() && fixtures::is_tool(name) {
-            return fixtures::call(name, request.arguments, context).await;
+            return fixtures::call(&self.backend.fixture_tasks, request, context).await;
         }
         Err(McpError::invalid_params(
             format!("unknown tool '{name}'; tools/list names this server's tools"),
@@ -188,7 +196,25 @@ impl ServerHandler for AxonServer {
         request: GetTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
+        if let Some(fixture) = self.fixture_task(&request.task_id) {
+            return fixture.get_task(&request.task_id).map(GetTaskResult::new);
+        }
         tasks::get(&self.backend, auth::principal(&context)?, &request.task_id).await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if let Some(fixture) = self.fixture_task(&request.task_id) {
+            return fixture.update_task(&request.task_id, request.input_responses);
+        }
+        // AxonTask tasks never ask for input: an update is acknowledged, once the task is
+        // known to be the caller's.
+        tasks::get(&self.backend, auth::principal(&context)?, &request.task_id)
+            .await
+            .map(|_| ())
     }
 
     async fn cancel_task(
@@ -196,6 +222,9 @@ impl ServerHandler for AxonServer {
         request: CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        if let Some(fixture) = self.fixture_task(&request.task_id) {
+            return fixture.cancel_task(&request.task_id);
+        }
         tasks::cancel(&self.backend, auth::principal(&context)?, &request.task_id).await
     }
 }

@@ -103,7 +103,9 @@ async fn main() -> anyhow::Result<()> {
 /// task (so every call answers at once); calls per second in all.
 async fn mcp_round_trips(cluster: &Cluster, sessions: usize, calls: usize) -> anyhow::Result<f64> {
     let task = cluster
-        .start_task(json!({"name": "done", "adapter": "mock", "args": {"steps": 3, "interval_ms": 1}}))
+        .start_task(
+            json!({"name": "done", "adapter": "mock", "args": {"steps": 3, "interval_ms": 1}}),
+        )
         .await?;
     collect_to_end_of(cluster, &task).await?;
     let url = format!("{}/mcp", cluster.base_url);
@@ -117,7 +119,10 @@ async fn mcp_round_trips(cluster: &Cluster, sessions: usize, calls: usize) -> an
                 let answer = session
                     .call_tool("stream_task", json!({"task_id": task, "wait_s": 0}))
                     .await?;
-                anyhow::ensure!(answer["result"]["structuredContent"]["done"] == true, "{answer}");
+                anyhow::ensure!(
+                    answer["result"]["structuredContent"]["done"] == true,
+                    "{answer}"
+                );
             }
             anyhow::Ok(())
         }));
@@ -128,7 +133,10 @@ async fn mcp_round_trips(cluster: &Cluster, sessions: usize, calls: usize) -> an
     Ok(per_second(sessions * calls, started))
 }
 
-async fn collect_to_end_of(cluster: &Cluster, task: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+async fn collect_to_end_of(
+    cluster: &Cluster,
+    task: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
     e2e::collect_to_end(cluster.sse(task, "", None).await?).await
 }
 
@@ -154,7 +162,9 @@ async fn emit_to_progress(cluster: &mut Cluster, steps: usize) -> anyhow::Result
                 while let Some(message) = messages.next().await {
                     let Some(json) = message.json else { continue };
                     if json["method"] == "notifications/progress" {
-                        let seq = json["params"]["_meta"]["io.axontask/last_seq"].as_u64().context("seq")?;
+                        let seq = json["params"]["_meta"]["io.axontask/last_seq"]
+                            .as_u64()
+                            .context("seq")?;
                         arrivals.push((seq, chrono::Utc::now()));
                     } else if json["id"] == id {
                         let batch = &json["result"]["structuredContent"];
@@ -171,7 +181,10 @@ async fn emit_to_progress(cluster: &mut Cluster, steps: usize) -> anyhow::Result
     cluster.spawn_role("worker-1", "worker").await?;
     let arrivals = watcher.await??;
     let (_, page) = cluster
-        .get(&format!("/mcp/tasks/{task}/events?limit=1000"), Some(&cluster.api_key))
+        .get(
+            &format!("/mcp/tasks/{task}/events?limit=1000"),
+            Some(&cluster.api_key),
+        )
         .await?;
     let mut stamps = std::collections::HashMap::new();
     let mut after = 0;
@@ -183,11 +196,17 @@ async fn emit_to_progress(cluster: &mut Cluster, steps: usize) -> anyhow::Result
         }
         for event in &events {
             let ts = chrono::DateTime::parse_from_rfc3339(event["ts"].as_str().context("ts")?)?;
-            stamps.insert(event["seq"].as_u64().context("seq")?, ts.with_timezone(&chrono::Utc));
+            stamps.insert(
+                event["seq"].as_u64().context("seq")?,
+                ts.with_timezone(&chrono::Utc),
+            );
         }
         after = page["next_seq"].as_u64().context("next_seq")?;
         page = cluster
-            .get(&format!("/mcp/tasks/{task}/events?since_seq={after}&limit=1000"), Some(&cluster.api_key))
+            .get(
+                &format!("/mcp/tasks/{task}/events?since_seq={after}&limit=1000"),
+                Some(&cluster.api_key),
+            )
             .await?
             .1;
     }
