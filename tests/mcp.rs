@@ -245,6 +245,19 @@ impl Session {
         self.call(&body).await
     }
 
+    /// Opens the session's GET stream (server notifications not tied to a request).
+    pub async fn listen(&self) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .get(&self.url)
+            .header("X-Api-Key", &self.key)
+            .header("Mcp-Session-Id", &self.id)
+            .header("Mcp-Protocol-Version", SESSION_REVISION)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await?)
+    }
+
     /// Resumes a stream with `Last-Event-ID` at `url` (maybe another process).
     pub async fn resume(
         &self,

@@ -6,6 +6,7 @@ mod crash;
 mod mcp_bad_input;
 mod mcp_clients;
 mod mcp_conformance;
+mod mcp_resources;
 mod mcp_streams;
 mod ops;
 mod pipeline;
