@@ -36,9 +36,11 @@ pub async fn require_key(State(backend): State<Backend>, request: Request, next:
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     if let Some(session) = &named {
+        // A session is bound before its id is ever sent to a client: one without a
+        // tenant is unknown (or expired), whoever names it.
         match store::session_tenant(&backend.redis, session).await {
-            Ok(Some(owner)) if owner != tenant => return session_not_found(),
-            Ok(_) => {}
+            Ok(Some(owner)) if owner == tenant => {}
+            Ok(_) => return session_not_found(),
             Err(e) => return ApiError::unavailable("redis", e).into_response(),
         }
     }

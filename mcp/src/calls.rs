@@ -263,8 +263,12 @@ pub async fn run(
     .await?;
     let Some(ended) = ended else {
         return Ok(failure(&ApiError::bad_request(
-            "call_canceled",
-            format!("the call was canceled; task {task} goes on: call resume_task to follow it"),
+            "call_ended_early",
+            format!(
+                "this call stopped waiting (canceled, or after {} s); task {task} goes on: call resume_task with last_seq {} to follow it",
+                watch::RUN_WAIT.as_secs(),
+                call.progress.reported()
+            ),
         ))
         .into());
     };

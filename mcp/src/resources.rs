@@ -1,16 +1,18 @@
 //! Task resources: `axontask://tasks/{task_id}` (the status JSON) and
-//! `axontask://tasks/{task_id}/events` (the NDJSON log), and on 2025-11-25 sessions
+//! `axontask://tasks/{task_id}/events` (the NDJSON log, its first 1,000 events at most; the
+//! `_meta` of a longer one says where to read on), and on 2025-11-25 sessions
 //! `resources/subscribe`, which sends `notifications/resources/updated` as the task moves.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::TryStreamExt;
 use rmcp::model::{
-    ErrorData as McpError, ListResourceTemplatesResult, ListResourcesResult, ReadResourceResult,
-    Resource, ResourceContents, ResourceTemplate, ResourceUpdatedNotificationParam,
+    ErrorData as McpError, JsonObject, ListResourceTemplatesResult, ListResourcesResult,
+    MetaObject, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
+    ResourceUpdatedNotificationParam,
 };
 use rmcp::{Peer, RoleServer};
+use serde_json::json;
 use shared::auth::{Principal, Scope};
 use shared::ids::{TaskId, TenantId};
 use tokio_util::sync::CancellationToken;
@@ -121,14 +123,37 @@ pub async fn read(
         )
         .with_mime_type("application/json"),
         Target::Events(task) => {
-            let text: String = query_api::reads::ndjson(&backend.queries, tenant, task, 0)
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(|e| {
-                    McpError::internal_error(format!("reading the log failed: {e}"), None)
-                })?
-                .concat();
-            ResourceContents::text(text, uri).with_mime_type("application/x-ndjson")
+            let page = query_api::reads::events(
+                &backend.queries,
+                tenant,
+                task,
+                0,
+                Some(query_api::reads::MAX_LIMIT),
+            )
+            .await
+            .map_err(protocol_error)?;
+            let mut text = String::new();
+            for event in &page.events {
+                text.push_str(&serde_json::to_string(event).expect("envelopes serialize"));
+                text.push('\n');
+            }
+            let contents = ResourceContents::text(text, uri).with_mime_type("application/x-ndjson");
+            if page.events.len() < query_api::reads::MAX_LIMIT {
+                contents
+            } else {
+                // One page at most: a long log is read with the events tool or the HTTP API.
+                let mut meta = JsonObject::new();
+                meta.insert(
+                    "io.axontask/next".into(),
+                    json!(format!(
+                        "the first {} events; read on with stream_task (since_seq {}) or GET /mcp/tasks/{task}/events?since_seq={}",
+                        page.events.len(),
+                        page.next_seq,
+                        page.next_seq
+                    )),
+                );
+                contents.with_meta(MetaObject(meta))
+            }
         }
     };
     Ok(ReadResourceResult::new(vec![contents]))

@@ -29,6 +29,9 @@ use crate::describe;
 
 /// The longest silence between two progress notifications while a call waits.
 pub const IDLE: Duration = Duration::from_secs(5);
+/// The longest one plain `run_task` call follows its task (hosts cut calls far sooner;
+/// this bounds what a call abandoned in a session keeps running).
+pub const RUN_WAIT: Duration = Duration::from_secs(3600);
 /// Output lines kept for the end of a `run_task` result.
 const TAIL_LINES: usize = 20;
 
@@ -261,8 +264,9 @@ pub struct Ended {
     pub output_tail: Vec<String>,
 }
 
-/// Follows `task` from after `since` to its end, reporting progress; `None` when the
-/// client canceled the call first.
+/// Follows `task` from after `since` to its end, reporting progress (one notification per
+/// batch of events that arrived together); `None` when the client canceled the call or
+/// [`RUN_WAIT`] passed first (the task goes on either way).
 pub async fn until_end(
     queries: &query_api::State,
     tenant: TenantId,
@@ -273,28 +277,38 @@ pub async fn until_end(
 ) -> Result<Option<Ended>, ApiError> {
     let mut follower = queries.follow(tenant, task, since);
     let mut idle = idle_timer();
+    let deadline = tokio::time::sleep(RUN_WAIT);
+    tokio::pin!(deadline);
     let mut last_seq = since;
     loop {
         tokio::select! {
             next = follower.next_event() => {
-                let Some(logged) = next else {
+                let Some(first) = next else {
                     return Err(ApiError::unavailable("log", "the task's log could not be read"));
                 };
-                let event = &logged.event;
-                last_seq = event.seq;
-                progress.events(task, std::slice::from_ref(event)).await;
+                let mut arrived = vec![first.event.clone()];
+                while !arrived.last().is_some_and(|e| e.kind.is_terminal()) {
+                    match follower.next_event().now_or_never() {
+                        Some(Some(more)) => arrived.push(more.event.clone()),
+                        _ => break,
+                    }
+                }
+                progress.events(task, &arrived).await;
                 idle.reset();
-                if event.kind.is_terminal() {
+                let last = arrived.last().expect("a batch holds the first event");
+                last_seq = last.seq;
+                if last.kind.is_terminal() {
                     return Ok(Some(Ended {
                         task_id: task,
-                        state: state_of(event.kind).to_owned(),
-                        outcome: event.payload.clone(),
+                        state: state_of(last.kind).to_owned(),
+                        outcome: last.payload.clone(),
                         last_seq,
                         output_tail: output_tail(queries, tenant, task).await?,
                     }));
                 }
             }
             () = cancel.cancelled() => return Ok(None),
+            () = &mut deadline => return Ok(None),
             _ = idle.tick() => progress.send(task, last_seq, waiting(task, last_seq)).await,
         }
     }

@@ -100,7 +100,8 @@ impl Config {
             },
             mcp: McpConfig {
                 allowed_origins: env.list("MCP_ALLOWED_ORIGINS", ""),
-                allowed_hosts: env.list("MCP_ALLOWED_HOSTS", "localhost,127.0.0.1,::1"),
+                allowed_hosts: env
+                    .non_empty_list("MCP_ALLOWED_HOSTS", "localhost,127.0.0.1,::1")?,
                 fixtures: env.parsed("MCP_CONFORMANCE_FIXTURES", false)?,
             },
         })
@@ -167,6 +168,18 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             .filter(|item| !item.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// A list that must name something (an empty one would allow everything).
+    fn non_empty_list(&self, var: &'static str, default: &str) -> Result<Vec<String>, Error> {
+        let list = self.list(var, default);
+        if list.is_empty() {
+            return Err(Error {
+                var,
+                reason: "must name at least one host (e.g. localhost,api.example.com)".into(),
+            });
+        }
+        Ok(list)
     }
 
     fn secret(&self, var: &'static str) -> Result<String, Error> {
@@ -246,6 +259,7 @@ mod tests {
             ("ADAPTERS_ENABLED", "mock,docker"),
             ("WORKER_CONCURRENCY", "0"),
             ("MCP_CONFORMANCE_FIXTURES", "yes"),
+            ("MCP_ALLOWED_HOSTS", " , "),
         ] {
             let err = load(&[(var, value)]).expect_err("invalid");
             assert_eq!(err.var, var, "{err}");

@@ -84,13 +84,11 @@ async fn main() -> anyhow::Result<()> {
         fanout.0, fanout.1, fanout.2
     );
 
-    let calls = mcp_round_trips(&cluster, 8, 250).await?;
-    row(
-        "MCP stream_task round trips, 8 sessions, answer at once",
-        calls,
-        "calls/s",
-        None,
-    );
+    for sessions in [1, 8] {
+        let (rate, p50, p99) = mcp_round_trips(&cluster, sessions, 250).await?;
+        let what = format!("MCP stream_task round trips, {sessions} session(s), answer at once");
+        println!("{what:<58} {rate:>10.0} calls/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
     let progress = emit_to_progress(&mut cluster, 2_000).await?;
     println!(
         "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -100,8 +98,13 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `sessions` MCP sessions each calling `stream_task` `calls` times in a row on an ended
-/// task (so every call answers at once); calls per second in all.
-async fn mcp_round_trips(cluster: &Cluster, sessions: usize, calls: usize) -> anyhow::Result<f64> {
+/// task (so every call answers at once); calls per second in all, and the p50 and p99 of one
+/// call's round trip.
+async fn mcp_round_trips(
+    cluster: &Cluster,
+    sessions: usize,
+    calls: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
     let task = cluster
         .start_task(
             json!({"name": "done", "adapter": "mock", "args": {"steps": 3, "interval_ms": 1}}),
@@ -115,22 +118,29 @@ async fn mcp_round_trips(cluster: &Cluster, sessions: usize, calls: usize) -> an
         let session = Session::open(&url, &cluster.api_key).await?;
         let task = task.clone();
         callers.push(tokio::spawn(async move {
+            let mut took = Vec::with_capacity(calls);
             for _ in 0..calls {
+                let call = Instant::now();
                 let answer = session
                     .call_tool("stream_task", json!({"task_id": task, "wait_s": 0}))
                     .await?;
+                took.push(call.elapsed().as_secs_f64() * 1_000.0);
                 anyhow::ensure!(
                     answer["result"]["structuredContent"]["done"] == true,
                     "{answer}"
                 );
             }
-            anyhow::Ok(())
+            anyhow::Ok(took)
         }));
     }
+    let mut all = Vec::new();
     for caller in callers {
-        caller.await??;
+        all.extend(caller.await??);
     }
-    Ok(per_second(sessions * calls, started))
+    let rate = per_second(sessions * calls, started);
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
+    Ok((rate, at(0.5), at(0.99)))
 }
 
 async fn collect_to_end_of(

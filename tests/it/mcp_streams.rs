@@ -24,11 +24,19 @@ async fn a_stream_cut_by_a_dead_process_resumes_on_a_new_one_exactly_once() -> a
     let session = Session::open(&format!("http://127.0.0.1:{first}/mcp"), &cluster.api_key).await?;
     let task = cluster
         .start_task(json!({"name": "ticker", "adapter": "shell",
-            "args": {"command": "sleep 0.5; for i in $(seq 1 16); do echo line $i; sleep 0.25; done"}}))
+            "args": {"command": "sleep 1; for i in $(seq 1 16); do echo line $i; sleep 0.25; done"}}))
         .await?;
+    // Wait for `requested` and `started`, so the call below waits for the output lines.
+    e2e::eventually(|| async {
+        cluster
+            .get(&format!("/mcp/tasks/{task}/status"), Some(&cluster.api_key))
+            .await
+            .is_ok_and(|(_, status)| status["last_seq"] == 2)
+    })
+    .await?;
     let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
         "name": "stream_task", "_meta": {"progressToken": "watch"},
-        "arguments": {"task_id": task, "since_seq": 1, "wait_s": 60, "max_events": 1000}}});
+        "arguments": {"task_id": task, "since_seq": 2, "wait_s": 60, "max_events": 1000}}});
     let mut messages = sse_messages(session.post(&call).await?);
     let mut received = Vec::new();
     while received
@@ -83,14 +91,14 @@ async fn a_stream_cut_by_a_dead_process_resumes_on_a_new_one_exactly_once() -> a
     let result = &answer["result"]["structuredContent"];
     let events = result["events"].as_array().context("events")?;
     let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
-    let expected: Vec<u64> = (2..2 + seqs.len() as u64).collect();
+    let expected: Vec<u64> = (3..3 + seqs.len() as u64).collect();
     assert_eq!(
         seqs, expected,
         "the answer holds every event after since_seq, once"
     );
     let (_, logged) = cluster
         .get(
-            &format!("/mcp/tasks/{task}/events?since_seq=1"),
+            &format!("/mcp/tasks/{task}/events?since_seq=2"),
             Some(&cluster.api_key),
         )
         .await?;

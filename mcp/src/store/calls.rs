@@ -19,10 +19,11 @@ use uuid::Uuid;
 const LEASE: Duration = Duration::from_secs(3);
 /// How often a process renews its lease.
 const RENEW: Duration = Duration::from_secs(1);
-/// How long a call record is kept (as long as its stream).
-const CALL_TTL_S: i64 = 3600;
+/// How long a call record is kept (its stream's appends extend it, as they extend the stream).
+const CALL_TTL_S: i64 = 900;
 
-fn call_key(stream_id: &str) -> String {
+/// The key of the call record behind `stream_id`.
+pub fn call_key(stream_id: &str) -> String {
     format!("mcp:call:{stream_id}")
 }
 

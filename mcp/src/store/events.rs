@@ -20,10 +20,14 @@ use uuid::Uuid;
 
 use super::calls;
 
-/// How long a stream's messages are kept after the last one.
-const STREAM_TTL_S: i64 = 3600;
+/// How long a stream's messages are kept after the last one: long enough for any client to
+/// reconnect (they retry within seconds), short enough that idle streams cost nothing.
+const STREAM_TTL_S: i64 = 900;
+/// Messages a stream keeps (older progress notifications of a very long call are dropped;
+/// the answer is always the newest).
+const MAX_MESSAGES: usize = 10_000;
 /// How often a resumed stream looks for messages its producer appends later.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(100);
 /// Messages read per round trip.
 const PAGE: usize = 100;
 /// The reconnection delay a replayed priming event suggests.
@@ -78,13 +82,17 @@ pub async fn append(
             .map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
     };
     let key = stream_key(stream_id);
-    let (entry, _): (String, i64) = redis::pipe()
+    let (entry, _, _): (String, i64, i64) = redis::pipe()
         .cmd("XADD")
         .arg(&key)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(MAX_MESSAGES)
         .arg("*")
         .arg("m")
         .arg(serde_json::to_string(&stored)?)
         .expire(&key, STREAM_TTL_S)
+        .expire(calls::call_key(stream_id), STREAM_TTL_S)
         .query_async(&mut redis.clone())
         .await?;
     Ok(format!("{stream_id}/{entry}"))
@@ -198,7 +206,7 @@ impl EventStore for RedisEventStore {
 }
 
 /// How many idle polls pass between two looks at whether the call's owner is alive.
-const OWNER_CHECK_EVERY: u32 = 20;
+const OWNER_CHECK_EVERY: u32 = 10;
 
 /// One resumed stream's reader.
 struct Tail {

@@ -3,7 +3,7 @@
 //! streams.
 //!
 //! Keys: `mcp:session:{id}` (hash: `state`, `tenant`; expires a day after last use) and
-//! `mcp:sse:{stream_id}` (a Redis Stream of the stream's messages; expires an hour after
+//! `mcp:sse:{stream_id}` (a Redis Stream of the stream's messages; expires 15 minutes after
 //! the last one).
 
 pub mod calls;
