@@ -22,7 +22,7 @@ fi
 if [ ! -d "$tools/py/mcp" ]; then
   log "installing the MCP Python SDK ($python_sdk)"
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
-    --root-user-action=ignore --target "$tools/py" "$python_sdk"
+    --root-user-action=ignore --no-warn-conflicts --target "$tools/py" "$python_sdk"
 fi
 install_npm() { # folder, packages…
   local dir=$1; shift

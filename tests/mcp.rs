@@ -73,7 +73,7 @@ pub async fn key_proxy(upstream: String, key: String) -> anyhow::Result<String> 
 pub struct Scenario {
     /// The scenario.
     pub name: String,
-    /// Whether every check passed.
+    /// Whether every check passed, without a warning.
     pub passed: bool,
     /// The suite's output, for failure messages.
     pub output: String,
@@ -106,9 +106,12 @@ pub async fn conformance(url: &str, scenario: &str, next: bool) -> anyhow::Resul
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    let clean = text
+        .lines()
+        .any(|line| line.starts_with("Passed:") && line.ends_with(" 0 failed, 0 warnings"));
     Ok(Scenario {
         name: scenario.to_owned(),
-        passed: output.status.success(),
+        passed: output.status.success() && clean,
         output: text,
     })
 }

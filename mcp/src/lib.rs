@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::server::AxonServer;
-use crate::sessions::DurableSessions;
+use crate::sessions::{Closers, DurableSessions};
 use crate::store::{RedisEventStore, RedisSessionStore};
 use crate::takeover::Finisher;
 
@@ -64,6 +64,8 @@ pub struct Backend {
     settings: Arc<Settings>,
     /// The conformance fixtures' tasks (in process; AxonTask's own tasks are in the stores).
     fixture_tasks: Arc<TaskManager>,
+    /// Ends a call's response stream early.
+    closers: Arc<Closers>,
 }
 
 impl Backend {
@@ -82,6 +84,7 @@ impl Backend {
             redis,
             settings: Arc::new(settings),
             fixture_tasks: Arc::default(),
+            closers: Arc::default(),
         }
     }
 }
@@ -103,6 +106,7 @@ pub fn endpoint(
         LocalSessionManager::default().with_event_store(Arc::new(events)),
         backend.redis.clone(),
         me,
+        backend.closers.clone(),
     );
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(backend.settings.allowed_hosts.clone())

@@ -107,7 +107,7 @@ impl ServerHandler for AxonServer {
             return Ok(response);
         }
         if self.fixtures() && fixtures::is_tool(name) {
-            return fixtures::call(&self.backend.fixture_tasks, request, context).await;
+            return fixtures::call(&self.backend, request, context).await;
         }
         Err(McpError::invalid_params(
             format!("unknown tool '{name}'; tools/list names this server's tools"),

@@ -4,6 +4,8 @@
 //! the client resumes on can finish the call (see [`crate::takeover`]). A stream resumes
 //! only within the session it belongs to.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::request::Parts;
@@ -18,6 +20,7 @@ use rmcp::transport::streamable_http_server::session::{
 };
 use shared::auth::Principal;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::store::calls::{self, CallRecord};
@@ -41,18 +44,57 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
 }
 
+/// The open response streams of this process's calls, so a call can end its own stream
+/// early (SEP-1699 polling): the client reconnects with `Last-Event-ID` and gets the rest
+/// from the store.
+#[derive(Default)]
+pub struct Closers(Mutex<HashMap<Uuid, CancellationToken>>);
+
+impl Closers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, CancellationToken>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends the response stream of `call` at its next message (which stays in the store).
+    pub fn close(&self, call: Uuid) {
+        if let Some(token) = self.lock().get(&call) {
+            token.cancel();
+        }
+    }
+}
+
+/// Forgets a call's closer when its stream is dropped.
+struct Forget(Arc<Closers>, Uuid);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
+}
+
 /// Sessions in this process, their resumable streams in Redis.
 pub struct DurableSessions {
     inner: LocalSessionManager,
     redis: ConnectionManager,
     /// This process, the owner of the calls it runs.
     me: Uuid,
+    closers: Arc<Closers>,
 }
 
 impl DurableSessions {
     /// `inner` must store its streams' events in Redis (with the crate's event store).
-    pub fn new(inner: LocalSessionManager, redis: ConnectionManager, me: Uuid) -> Self {
-        Self { inner, redis, me }
+    pub fn new(
+        inner: LocalSessionManager,
+        redis: ConnectionManager,
+        me: Uuid,
+        closers: Arc<Closers>,
+    ) -> Self {
+        Self {
+            inner,
+            redis,
+            me,
+            closers,
+        }
     }
 }
 
@@ -123,6 +165,11 @@ impl SessionManager for DurableSessions {
         mut message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let call = prepare(&mut message, id);
+        let closer = CancellationToken::new();
+        let forget = call.as_ref().map(|call| {
+            self.closers.lock().insert(call.call_id, closer.clone());
+            Forget(self.closers.clone(), call.call_id)
+        });
         let mut stream = Box::pin(self.inner.create_stream(id, message).await?);
         // The first message is the stream's priming event, stored before the request runs:
         // its id names the stream.
@@ -136,7 +183,12 @@ impl SessionManager for DurableSessions {
         {
             tracing::warn!(error = %e, "MCP call not recorded; it cannot be finished elsewhere");
         }
-        Ok(futures::stream::iter(first).chain(stream))
+        let open = move |_: &ServerSseMessage| {
+            let _keep = &forget;
+            futures::future::ready(!closer.is_cancelled())
+        };
+        // The priming event always goes out: it is what the client resumes from.
+        Ok(futures::stream::iter(first).chain(stream.take_while(open)))
     }
 
     async fn accept_message(

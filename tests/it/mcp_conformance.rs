@@ -8,7 +8,7 @@ use futures::StreamExt;
 
 /// Every 0.1.16 scenario that applies to a server with tools and resources (prompts,
 /// completion, logging levels and elicitation are features this server does not have).
-const SCENARIOS: [&str; 20] = [
+const SCENARIOS: [&str; 21] = [
     "server-initialize",
     "ping",
     "tools-list",
@@ -28,6 +28,7 @@ const SCENARIOS: [&str; 20] = [
     "resources-subscribe",
     "resources-unsubscribe",
     "server-sse-multiple-streams",
+    "server-sse-polling",
     "dns-rebinding-protection",
 ];
 
