@@ -311,10 +311,13 @@ impl Cluster {
         Ok(sqlx::PgPool::connect(&self.database_url).await?)
     }
 
-    /// A Redis connection.
+    /// A Redis connection (patient: checks read whole logs while the machine is busy).
     pub async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(crate::PATIENCE))
+            .set_connection_timeout(Some(crate::PATIENCE));
         Ok(redis::Client::open(self.redis_url.as_str())?
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await?)
     }
 }

@@ -1,7 +1,7 @@
 //! Watching a task within one tool call: `stream_task` (a long poll that returns what is
 //! new, or waits for it) and plain `run_task` (waits for the end). While they wait they
-//! send `notifications/progress` when events arrive and at least every [`IDLE`] otherwise,
-//! so hosts with idle timeouts keep the call open.
+//! send `notifications/progress` when events arrive and every [`IDLE`] otherwise (at least
+//! every 5 s), so hosts with idle timeouts keep the call open.
 
 use std::time::Duration;
 
@@ -27,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::describe;
 
-/// The longest silence between two progress notifications while a call waits.
-pub const IDLE: Duration = Duration::from_secs(5);
+/// The longest silence between two progress notifications while a call waits: hosts are
+/// promised one at least every 5 s, and a busy machine may fire a timer late.
+pub const IDLE: Duration = Duration::from_secs(4);
 /// The longest one plain `run_task` call follows its task (hosts cut calls far sooner;
 /// this bounds what a call abandoned in a session keeps running).
 pub const RUN_WAIT: Duration = Duration::from_secs(3600);

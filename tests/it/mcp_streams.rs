@@ -159,12 +159,12 @@ async fn a_long_wait_sends_progress_at_least_every_five_seconds() -> anyhow::Res
     assert_eq!(
         beats.len(),
         2,
-        "one progress notification per 5 s of an 11 s wait: {beats:?}"
+        "a progress notification every 4 s of an 11 s wait: {beats:?}"
     );
     let mut previous = std::time::Duration::ZERO;
     for beat in beats.iter().chain([&elapsed]) {
         assert!(
-            beat.saturating_sub(previous) < std::time::Duration::from_millis(5500),
+            beat.saturating_sub(previous) <= std::time::Duration::from_secs(5),
             "a silence longer than 5 s: {beats:?}, answered at {elapsed:?}"
         );
         previous = *beat;
