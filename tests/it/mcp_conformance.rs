@@ -32,31 +32,6 @@ const SCENARIOS: [&str; 21] = [
     "dns-rebinding-protection",
 ];
 
-#[tokio::test]
-async fn the_conformance_suite_passes() -> anyhow::Result<()> {
-    let cluster = Cluster::start(Options {
-        mcp_fixtures: true,
-        ..Options::default()
-    })
-    .await?;
-    let proxy = key_proxy(cluster.base_url.clone(), cluster.api_key.clone()).await?;
-    let url = format!("{proxy}/mcp");
-    let results: Vec<_> = futures::stream::iter(SCENARIOS)
-        .map(|scenario| conformance(&url, scenario, false))
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    let mut failures = Vec::new();
-    for result in results {
-        let result = result?;
-        if !result.passed {
-            failures.push(format!("== {} ==\n{}", result.name, result.output));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    Ok(())
-}
-
 /// The tasks-extension scenarios of the 0.2.0 line.
 const TASK_SCENARIOS: [&str; 10] = [
     "tasks-lifecycle",
@@ -71,8 +46,9 @@ const TASK_SCENARIOS: [&str; 10] = [
     "tasks-mrtr-composition",
 ];
 
-#[tokio::test]
-async fn the_tasks_extension_scenarios_pass() -> anyhow::Result<()> {
+/// Runs `scenarios` (of the 0.2.0 line when `next`) against a cluster serving the fixtures,
+/// four at a time; fails with the output of every scenario that did not pass cleanly.
+async fn run(scenarios: &[&str], next: bool) -> anyhow::Result<()> {
     let cluster = Cluster::start(Options {
         mcp_fixtures: true,
         ..Options::default()
@@ -80,8 +56,8 @@ async fn the_tasks_extension_scenarios_pass() -> anyhow::Result<()> {
     .await?;
     let proxy = key_proxy(cluster.base_url.clone(), cluster.api_key.clone()).await?;
     let url = format!("{proxy}/mcp");
-    let results: Vec<_> = futures::stream::iter(TASK_SCENARIOS)
-        .map(|scenario| conformance(&url, scenario, true))
+    let results: Vec<_> = futures::stream::iter(scenarios)
+        .map(|scenario| conformance(&url, scenario, next))
         .buffer_unordered(4)
         .collect()
         .await;
@@ -94,4 +70,14 @@ async fn the_tasks_extension_scenarios_pass() -> anyhow::Result<()> {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
+}
+
+#[tokio::test]
+async fn the_conformance_suite_passes() -> anyhow::Result<()> {
+    run(&SCENARIOS, false).await
+}
+
+#[tokio::test]
+async fn the_tasks_extension_scenarios_pass() -> anyhow::Result<()> {
+    run(&TASK_SCENARIOS, true).await
 }
