@@ -198,7 +198,9 @@ pub async fn stream(
     let page = query_api::reads::events(queries, tenant, task, since, Some(max_events)).await?;
     let ended = is_terminal_state(&status.state);
     if !page.events.is_empty() || ended || wait.is_zero() {
-        return Ok(batch(since, page.events, status.state));
+        // An ended task whose events up to its end were all seen before is done too.
+        let seen_all = ended && page.events.last().map_or(since, |e| e.seq) >= status.last_seq;
+        return Ok(batch(since, page.events, status.state, seen_all));
     }
     let mut follower = queries.follow(tenant, task, since);
     let deadline = Instant::now() + wait;
@@ -233,15 +235,19 @@ pub async fn stream(
         }
     }
     let state = match events.last() {
-        Some(last) if last.kind.is_terminal() => state_of(last.kind).to_owned(),
+        Some(last) if last.kind.is_terminal() => String::new(),
         _ => query_api::reads::status(queries, tenant, task).await?.state,
     };
-    Ok(batch(since, events, state))
+    Ok(batch(since, events, state, false))
 }
 
-fn batch(since: u64, events: Vec<Envelope>, state: String) -> Batch {
+/// The answer: the terminal event, when it is among `events`, sets the state and `done`.
+fn batch(since: u64, events: Vec<Envelope>, state: String, seen_all: bool) -> Batch {
     let next_seq = events.last().map_or(since, |e| e.seq);
-    let done = events.last().is_some_and(|e| e.kind.is_terminal());
+    let (state, done) = match events.last() {
+        Some(last) if last.kind.is_terminal() => (state_of(last.kind).to_owned(), true),
+        _ => (state, seen_all),
+    };
     Batch {
         events,
         next_seq,

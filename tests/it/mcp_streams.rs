@@ -174,3 +174,44 @@ async fn a_long_wait_sends_progress_at_least_every_five_seconds() -> anyhow::Res
     cluster.cancel(&task).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_ended_task_streams_to_done_whatever_the_since_seq() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let session = Session::open(&format!("{}/mcp", cluster.base_url), &cluster.api_key).await?;
+    let task = cluster
+        .start_task(
+            json!({"name": "short", "adapter": "mock", "args": {"steps": 2, "interval_ms": 1}}),
+        )
+        .await?;
+    let all = e2e::collect_to_end(cluster.sse(&task, "", None).await?).await?;
+    e2e::eventually(|| async {
+        cluster
+            .get(&format!("/mcp/tasks/{task}/status"), Some(&cluster.api_key))
+            .await
+            .is_ok_and(|(_, status)| status["state"] == "succeeded")
+    })
+    .await?;
+    let everything = session
+        .call_tool("stream_task", json!({"task_id": task, "wait_s": 60}))
+        .await?;
+    let batch = &everything["result"]["structuredContent"];
+    assert_eq!(batch["events"], json!(all));
+    assert_eq!(batch["done"], true);
+    let last = all.len();
+    let nothing_left = session
+        .call_tool(
+            "stream_task",
+            json!({"task_id": task, "since_seq": last, "wait_s": 60}),
+        )
+        .await?;
+    let batch = &nothing_left["result"]["structuredContent"];
+    assert_eq!(batch["events"], json!([]), "nothing after the end");
+    assert_eq!(
+        batch["done"], true,
+        "and the stream is done at once, not after 60 s"
+    );
+    assert_eq!(batch["state"], "succeeded");
+    assert_eq!(batch["next_seq"], last);
+    Ok(())
+}
