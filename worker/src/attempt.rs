@@ -94,6 +94,7 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
         start.task_id,
         start.tenant_id,
         attempt,
+        env.acks.clone(),
         shutdown.clone(),
     );
     let verdict = decide(&env, &start, attempt, &emitter, &acker, &shutdown).await;

@@ -1,7 +1,12 @@
 //! Publishes one attempt's events to `axon.evt.*`, in order, with JetStream acks in flight.
 //! A failed ack is retried with the same `Nats-Msg-Id`, so JetStream stores each event once.
+//!
+//! Invariant: a publish first takes a permit of the process-wide [`AckBudget`], and a task
+//! of the attempt's own awaits each ack as it comes and frees its permit, so the acks
+//! awaited at once stay below async-nats's limit per client whatever the number of
+//! attempts and their event rates, and no publish waits for a permit nobody frees.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -12,16 +17,27 @@ use shared::events::TaskEvent;
 use shared::events::wire::WorkerEvent;
 use shared::ids::{TaskId, TenantId};
 use shared::names;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Acks awaited at once before publishing more (async-nats allows 5,000 in flight).
-const MAX_IN_FLIGHT: usize = 256;
+/// Acks one process awaits at once, below async-nats's 5,000 per client (which leaves
+/// room for the other publishers sharing the client).
+const PROCESS_ACKS: usize = 4_000;
 
 /// The worker is shutting down before an event could be stored.
 #[derive(Debug, thiserror::Error)]
 #[error("shutting down before NATS stored the task's events")]
 pub struct ShuttingDown;
+
+/// The publish acks every attempt of this process may await at once.
+#[derive(Clone)]
+pub struct AckBudget(Arc<Semaphore>);
+
+impl Default for AckBudget {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(PROCESS_ACKS)))
+    }
+}
 
 struct Outbound {
     subject: String,
@@ -29,77 +45,129 @@ struct Outbound {
     payload: Bytes,
 }
 
-struct Pending {
-    sent: u64,
-    in_flight: VecDeque<(Outbound, PublishAckFuture)>,
+/// A published event whose ack is awaited, with the permit it holds until then.
+struct InFlight {
+    outbound: Outbound,
+    ack: PublishAckFuture,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What publishes and what confirms share.
+#[derive(Clone)]
+struct Publisher {
+    js: Context,
+    task_id: TaskId,
+    shutdown: CancellationToken,
 }
 
 /// The event publisher of one attempt.
 pub struct Emitter {
-    js: Context,
-    task_id: TaskId,
+    publisher: Publisher,
     tenant_id: TenantId,
     attempt: u32,
-    shutdown: CancellationToken,
-    pending: Mutex<Pending>,
+    budget: AckBudget,
+    /// Events published so far (serializes publishing, so ids follow the order).
+    sent: Mutex<u64>,
+    in_flight: mpsc::UnboundedSender<InFlight>,
+    /// Events JetStream confirmed so far, in order.
+    confirmed: watch::Receiver<u64>,
 }
 
 impl Emitter {
-    /// A publisher for `attempt` of a task; `shutdown` ends retries.
+    /// A publisher for `attempt` of a task; `shutdown` ends retries. It spawns the task
+    /// that awaits its acks, which ends with the emitter.
     pub fn new(
         js: Context,
         task_id: TaskId,
         tenant_id: TenantId,
         attempt: u32,
+        budget: AckBudget,
         shutdown: CancellationToken,
     ) -> Self {
-        Self {
+        let publisher = Publisher {
             js,
             task_id,
+            shutdown,
+        };
+        let (in_flight, acks) = mpsc::unbounded_channel();
+        let (confirm, confirmed) = watch::channel(0);
+        tokio::spawn(publisher.clone().confirm_all(acks, confirm));
+        Self {
+            publisher,
             tenant_id,
             attempt,
-            shutdown,
-            pending: Mutex::new(Pending {
-                sent: 0,
-                in_flight: VecDeque::new(),
-            }),
+            budget,
+            sent: Mutex::new(0),
+            in_flight,
+            confirmed,
         }
     }
 
-    /// Publishes an event stamped now; waits only when too many acks are in flight.
+    /// Publishes an event stamped now; waits only while the process has too many acks
+    /// in flight.
     pub async fn emit(&self, event: TaskEvent) -> Result<(), ShuttingDown> {
+        let task_id = self.publisher.task_id;
         let wire = WorkerEvent {
-            task_id: self.task_id,
+            task_id,
             tenant_id: self.tenant_id,
             attempt: self.attempt,
             ts: shared::time::now_ts(),
             event,
         };
         let payload = serde_json::to_vec(&wire).expect("worker events always serialize");
-        let mut pending = self.pending.lock().await;
-        pending.sent += 1;
+        let mut sent = self.sent.lock().await;
+        let permit = tokio::select! {
+            permit = self.budget.0.clone().acquire_owned() => permit.map_err(|_| ShuttingDown)?,
+            () = self.publisher.shutdown.cancelled() => return Err(ShuttingDown),
+        };
+        *sent += 1;
         let outbound = Outbound {
-            subject: names::event_subject(self.tenant_id, self.task_id, wire.event.kind()),
-            msg_id: format!("{}:{}:{}", self.task_id, self.attempt, pending.sent),
+            subject: names::event_subject(self.tenant_id, task_id, wire.event.kind()),
+            msg_id: format!("{task_id}:{}:{}", self.attempt, *sent),
             payload: payload.into(),
         };
-        let ack = self.send(&outbound).await?;
-        pending.in_flight.push_back((outbound, ack));
-        while pending.in_flight.len() > MAX_IN_FLIGHT {
-            if let Some((outbound, ack)) = pending.in_flight.pop_front() {
-                self.confirm(outbound, ack).await?;
-            }
-        }
-        Ok(())
+        let ack = self.publisher.send(&outbound).await?;
+        self.in_flight
+            .send(InFlight {
+                outbound,
+                ack,
+                _permit: permit,
+            })
+            .map_err(|_| ShuttingDown)
     }
 
     /// Waits until JetStream has stored every event published so far.
     pub async fn flush(&self) -> Result<(), ShuttingDown> {
-        let mut pending = self.pending.lock().await;
-        while let Some((outbound, ack)) = pending.in_flight.pop_front() {
-            self.confirm(outbound, ack).await?;
+        let sent = *self.sent.lock().await;
+        let mut confirmed = self.confirmed.clone();
+        tokio::select! {
+            reached = confirmed.wait_for(|&n| n >= sent) => reached.map(|_| ()).map_err(|_| ShuttingDown),
+            () = self.publisher.shutdown.cancelled() => Err(ShuttingDown),
         }
-        Ok(())
+    }
+}
+
+impl Publisher {
+    /// Awaits each ack in publishing order, publishing again what was not stored, and
+    /// frees each permit as its ack arrives; ends when the emitter is dropped.
+    async fn confirm_all(
+        self,
+        mut acks: mpsc::UnboundedReceiver<InFlight>,
+        confirmed: watch::Sender<u64>,
+    ) {
+        let mut count = 0;
+        while let Some(in_flight) = acks.recv().await {
+            let InFlight {
+                outbound,
+                ack,
+                _permit,
+            } = in_flight;
+            if self.confirm(outbound, ack).await.is_err() {
+                return;
+            }
+            count += 1;
+            confirmed.send_replace(count);
+        }
     }
 
     async fn send(&self, outbound: &Outbound) -> Result<PublishAckFuture, ShuttingDown> {

@@ -48,6 +48,8 @@ pub(crate) struct Env {
     /// Tasks this process runs now: a start command redelivered to the worker that still
     /// runs it (its in-progress acks were late) must not start a second attempt.
     pub running: Arc<Mutex<HashSet<TaskId>>>,
+    /// The publish acks all attempts may await at once.
+    pub acks: emitter::AckBudget,
 }
 
 /// The worker's settings.
@@ -93,6 +95,7 @@ impl Worker {
                 axon,
                 settings: Arc::new(settings),
                 running: Arc::default(),
+                acks: emitter::AckBudget::default(),
             },
             consumer,
         })
