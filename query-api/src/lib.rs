@@ -57,7 +57,8 @@ impl State {
 
 impl State {
     /// Follows `tenant`'s `task` from after `from`: subscribes to the hub before reading
-    /// anything, so no event falls between backfill and live tail.
+    /// anything, so no event falls between backfill and live tail. `from` must not be past
+    /// the task's last event ([`reads::check_position`]).
     pub fn follow(&self, tenant: TenantId, task: TaskId, from: u64) -> Follower {
         let subscription = self.hub.subscribe(task);
         Follower::new(self.clone(), tenant, task, from, subscription)

@@ -56,6 +56,22 @@ pub async fn status(state: &State, tenant: TenantId, task: TaskId) -> Result<Tas
     status::find(&state.pool, &state.axon, tenant, task).await
 }
 
+/// Refuses a read position past the task's last event: a client resumes from a seq it
+/// received (or 0), and a position beyond the log would wait for events that are not the
+/// ones it asked for (and, in the live hub, hold back every other client of the task).
+pub fn check_position(status: &TaskStatus, from: u64) -> Result<(), ApiError> {
+    if from > status.last_seq {
+        return Err(ApiError::bad_request(
+            "position_past_end",
+            format!(
+                "seq {from} is past the task's last event (seq {}); resume from a seq you received, or from 0 for the whole log",
+                status.last_seq
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A page of the tenant's tasks, newest first.
 pub async fn list(
     state: &State,

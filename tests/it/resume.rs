@@ -67,7 +67,15 @@ async fn resume_token_and_resume_route() -> anyhow::Result<()> {
     assert_eq!(started["stream_url"], format!("/mcp/tasks/{task}/stream"));
     let token = started["resume_token"].as_str().expect("resume_token");
 
-    // A browser EventSource: no headers, the token in the query.
+    // A browser EventSource: no headers, the token in the query; it resumes after seq 2,
+    // so it comes once seq 2 is logged (a position past the log is refused).
+    e2e::eventually(|| async {
+        cluster
+            .get(&format!("/mcp/tasks/{task}/status"), Some(&cluster.api_key))
+            .await
+            .is_ok_and(|(_, status)| status["last_seq"].as_u64() >= Some(2))
+    })
+    .await?;
     let url = format!(
         "{}/mcp/tasks/{task}/stream?since_seq=2&resume_token={token}",
         cluster.base_url
@@ -119,15 +127,17 @@ async fn an_ended_task_streams_its_log_then_closes() -> anyhow::Result<()> {
         .await?;
     let next = tokio::time::timeout(e2e::PATIENCE, after.next()).await?;
     assert!(next.is_none());
-    // Out-of-range positions are bad input or simply past the end, never a crash.
-    let mut far = cluster
-        .sse(&task, &format!("?since_seq={}", u64::MAX), Some(u64::MAX))
-        .await?;
-    assert!(
-        tokio::time::timeout(e2e::PATIENCE, far.next())
-            .await?
-            .is_none()
-    );
+    // Positions past the end, or out of range, are bad input, never a crash.
+    for far in [live.len() as u64 + 1, u64::MAX] {
+        let (status, body) = cluster
+            .get(
+                &format!("/mcp/tasks/{task}/stream?since_seq={far}"),
+                Some(&cluster.api_key),
+            )
+            .await?;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "position_past_end");
+    }
     let negative = cluster
         .get(
             &format!("/mcp/tasks/{task}/stream?since_seq=-1"),
@@ -208,5 +218,52 @@ async fn many_sse_clients_share_a_few_redis_connections() -> anyhow::Result<()> 
         assert_eq!(events.len(), 23);
         assert_chain(&events);
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_position_past_the_end_is_refused_and_moves_no_other_client() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let task = cluster
+        .start_task(
+            json!({"name": "t", "adapter": "mock", "args": {"steps": 30, "interval_ms": 50}}),
+        )
+        .await?;
+    let mut first = cluster.sse(&task, "", None).await?;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(
+            tokio::time::timeout(e2e::PATIENCE, first.next())
+                .await?
+                .expect("an event"),
+        );
+    }
+    let (status, body) = cluster
+        .get(
+            &format!("/mcp/tasks/{task}/stream?since_seq=1000"),
+            Some(&cluster.api_key),
+        )
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "position_past_end");
+    let header = cluster
+        .http
+        .get(format!("{}/mcp/tasks/{task}/stream", cluster.base_url))
+        .header("X-Api-Key", &cluster.api_key)
+        .header("Last-Event-ID", "1000")
+        .send()
+        .await?;
+    assert_eq!(header.status(), 400);
+    let session =
+        e2e::mcp::Session::open(&format!("{}/mcp", cluster.base_url), &cluster.api_key).await?;
+    let answer = session
+        .call_tool("stream_task", json!({"task_id": task, "since_seq": 1000}))
+        .await?;
+    assert_eq!(
+        answer["result"]["structuredContent"]["error"]["code"],
+        "position_past_end"
+    );
+    seen.extend(collect_to_end(first).await?);
+    assert_eq!(seen.len(), 33, "the first client still gets every event");
     Ok(())
 }

@@ -18,8 +18,6 @@ use crate::follow::Follower;
 use crate::log::Logged;
 use crate::status;
 
-/// The largest `seq` a log can hold (Postgres `bigint`).
-const MAX_SEQ: u64 = i64::MAX as u64;
 /// The keep-alive comment interval.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -98,11 +96,10 @@ async fn open(
     task: TaskId,
     from: u64,
 ) -> Result<Response, ApiError> {
-    // No log reaches Postgres' bigint limit; beyond it there is simply nothing to send.
-    let from = from.min(MAX_SEQ);
     // Subscribe before reading anything, so no live event falls between.
     let subscription = state.hub.subscribe(task);
     let status = status::find(&state.pool, &state.axon, tenant, task).await?;
+    crate::reads::check_position(&status, from)?;
     let ended = terminal_state(&status.state) && status.last_seq <= from;
     let follower = (!ended).then(|| Follower::new(state, tenant, task, from, subscription));
     metrics::gauge!("axon_sse_clients").increment(1.0);
