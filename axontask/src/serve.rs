@@ -71,6 +71,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 redis.clone(),
                 hub,
                 &config.hmac_secret,
+                shutdown.child_token(),
             )
         })
     };

@@ -19,6 +19,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use shared::ids::{TaskId, TenantId};
 
@@ -34,16 +35,20 @@ pub struct State {
     log: LogReader,
     hub: Hub,
     hmac_secret: Arc<str>,
+    /// Ends every open SSE stream (on SIGTERM: clients resume elsewhere).
+    shutdown: CancellationToken,
 }
 
 impl State {
-    /// Builds the state; `axon` is stream `AXON`, `redis` a shared multiplexed connection.
+    /// Builds the state; `axon` is stream `AXON`, `redis` a shared multiplexed connection;
+    /// `shutdown` ends every open SSE stream at once.
     pub fn new(
         pool: PgPool,
         axon: Stream,
         redis: redis::aio::ConnectionManager,
         hub: Hub,
         hmac_secret: &str,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             log: LogReader::new(pool.clone(), redis),
@@ -51,6 +56,7 @@ impl State {
             axon,
             hub,
             hmac_secret: hmac_secret.into(),
+            shutdown,
         }
     }
 }

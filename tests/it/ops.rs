@@ -116,3 +116,39 @@ async fn sigterm_hands_running_tasks_back_and_exits() -> anyhow::Result<()> {
     assert_eq!(seen.last().expect("events")["kind"], "canceled");
     Ok(())
 }
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_at_once() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options::default()).await?;
+    let task = cluster
+        .start_task(json!({"name": "s", "adapter": "shell", "args": {"command": "sleep 30"}}))
+        .await?;
+    let mut stream = cluster.sse(&task, "", None).await?;
+    let first = tokio::time::timeout(e2e::PATIENCE, futures::StreamExt::next(&mut stream)).await?;
+    assert!(first.is_some(), "the stream is open");
+    let session =
+        e2e::mcp::Session::open(&format!("{}/mcp", cluster.base_url), &cluster.api_key).await?;
+    let mut mcp = e2e::mcp::sse_messages(session.listen().await?);
+    let mut api = cluster.take("api").expect("api");
+    let pid = i32::try_from(api.id().expect("running"))?;
+    let asked = tokio::time::Instant::now();
+    kill(Pid::from_raw(pid), Signal::SIGTERM)?;
+    let status = tokio::time::timeout(e2e::PATIENCE, api.wait()).await??;
+    assert!(status.success(), "{status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "open streams held the shutdown for {:?}",
+        asked.elapsed()
+    );
+    // Both streams end (after what was already on its way); a timeout here fails the test.
+    while tokio::time::timeout(e2e::PATIENCE, futures::StreamExt::next(&mut stream))
+        .await?
+        .is_some()
+    {}
+    while tokio::time::timeout(e2e::PATIENCE, futures::StreamExt::next(&mut mcp))
+        .await?
+        .is_some()
+    {}
+    cluster.cancel(&task).await.ok();
+    Ok(())
+}

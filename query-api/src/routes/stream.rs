@@ -8,6 +8,7 @@ use axum::extract::State as Extract;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 use shared::auth::Scope;
 use shared::http::{ApiError, Caller, Json, Query, TaskPath};
@@ -101,15 +102,19 @@ async fn open(
     let status = status::find(&state.pool, &state.axon, tenant, task).await?;
     crate::reads::check_position(&status, from)?;
     let ended = terminal_state(&status.state) && status.last_seq <= from;
+    let state_shutdown = state.shutdown.clone();
     let follower = (!ended).then(|| Follower::new(state, tenant, task, from, subscription));
     metrics::gauge!("axon_sse_clients").increment(1.0);
+    let shutdown = state_shutdown.cancelled_owned();
     let events = futures::stream::unfold(
         (follower, ClientGauge),
         |(mut follower, gauge)| async move {
             let event = follower.as_mut()?.next_event().await?;
             Some((Ok::<_, Infallible>(sse_event(&event)), (follower, gauge)))
         },
-    );
+    )
+    // On shutdown the stream ends at once; the client resumes elsewhere with Last-Event-ID.
+    .take_until(shutdown);
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
