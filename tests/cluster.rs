@@ -47,6 +47,8 @@ pub struct Options {
     pub release: bool,
     /// Serve the MCP conformance suite's fixtures (`MCP_CONFORMANCE_FIXTURES`).
     pub mcp_fixtures: bool,
+    /// More settings for every process (they win over the defaults above).
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             max_attempts: 3,
             release: false,
             mcp_fixtures: false,
+            env: Vec::new(),
         }
     }
 }
@@ -157,6 +160,13 @@ impl Cluster {
                 "http://localhost:*,http://127.0.0.1:*".to_owned(),
             ),
         ]);
+        let mut env = env;
+        env.extend(
+            options
+                .env
+                .iter()
+                .map(|(name, value)| (*name, (*value).to_owned())),
+        );
         let mut cluster = Self {
             dir,
             _nats: nats,

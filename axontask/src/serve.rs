@@ -54,6 +54,8 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
             adapters_enabled: config.adapters_enabled.clone(),
             hmac_secret: config.hmac_secret.clone(),
             max_attempts: config.worker.max_attempts,
+            default_timeout_s: config.default_timeout_s,
+            max_timeout_s: config.max_timeout_s,
         },
     );
     // One query-api state (and one Redis fan-in hub) serves both the HTTP reads and MCP.

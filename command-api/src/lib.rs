@@ -39,6 +39,10 @@ pub struct Settings {
     pub hmac_secret: String,
     /// Runs of a task before it fails for lost workers (`TASK_MAX_ATTEMPTS`).
     pub max_attempts: u32,
+    /// The timeout of a task started without one (`TASK_DEFAULT_TIMEOUT_S`).
+    pub default_timeout_s: u32,
+    /// The longest timeout a task may ask (`TASK_MAX_TIMEOUT_S`).
+    pub max_timeout_s: u32,
 }
 
 impl State {

@@ -34,6 +34,10 @@ pub struct Config {
     pub hmac_secret: String,
     /// `ADAPTERS_ENABLED` (default `mock`): comma-separated adapters workers may run.
     pub adapters_enabled: Vec<String>,
+    /// `TASK_DEFAULT_TIMEOUT_S` (default 3600): the timeout of a task started without one.
+    pub default_timeout_s: u32,
+    /// `TASK_MAX_TIMEOUT_S` (default 604800, a week): the longest timeout a task may ask.
+    pub max_timeout_s: u32,
     /// Worker tuning.
     pub worker: WorkerConfig,
     /// The MCP endpoint.
@@ -83,7 +87,20 @@ impl Config {
 
     /// Reads configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let env = Env(&lookup);
+        let config = Self::read(&Env(&lookup))?;
+        if config.default_timeout_s > config.max_timeout_s {
+            return Err(Error {
+                var: "TASK_DEFAULT_TIMEOUT_S",
+                reason: format!(
+                    "{} is more than TASK_MAX_TIMEOUT_S ({})",
+                    config.default_timeout_s, config.max_timeout_s
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Self, Error> {
         Ok(Self {
             database_url: env.url("DATABASE_URL", &["postgres", "postgresql"])?,
             redis_url: env.url("REDIS_URL", &["redis", "rediss"])?,
@@ -92,6 +109,8 @@ impl Config {
             api_port: env.parsed("API_PORT", 8080)?,
             hmac_secret: env.secret("HMAC_SECRET")?,
             adapters_enabled: env.adapters()?,
+            default_timeout_s: env.positive("TASK_DEFAULT_TIMEOUT_S", 3600)?,
+            max_timeout_s: env.positive("TASK_MAX_TIMEOUT_S", 7 * 24 * 3600)?,
             worker: WorkerConfig {
                 concurrency: env.positive("WORKER_CONCURRENCY", 32)?,
                 ack_wait: Duration::from_secs(env.positive("WORKER_ACK_WAIT_S", 30)?),
@@ -244,6 +263,8 @@ mod tests {
         assert_eq!(config.api_port, 8080);
         assert_eq!(config.adapters_enabled, vec!["mock"]);
         assert_eq!(config.worker.max_attempts, 3);
+        assert_eq!(config.default_timeout_s, 3600);
+        assert_eq!(config.max_timeout_s, 604_800);
         assert!(config.mcp.allowed_origins.is_empty());
         assert_eq!(config.mcp.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
         assert!(!config.mcp.fixtures);
@@ -260,6 +281,8 @@ mod tests {
             ("WORKER_CONCURRENCY", "0"),
             ("MCP_CONFORMANCE_FIXTURES", "yes"),
             ("MCP_ALLOWED_HOSTS", " , "),
+            ("TASK_MAX_TIMEOUT_S", "0"),
+            ("TASK_DEFAULT_TIMEOUT_S", "999999999"),
         ] {
             let err = load(&[(var, value)]).expect_err("invalid");
             assert_eq!(err.var, var, "{err}");

@@ -78,12 +78,36 @@ pub async fn ensure_streams(js: &Context) -> Result<Streams, Error> {
     Ok(Streams { axon, log })
 }
 
+/// The first message on `subject` in `stream`, decoded; `None` if there is none.
+pub async fn first_on_subject<T: DeserializeOwned>(
+    stream: &Stream,
+    subject: String,
+) -> Result<Option<T>, Error> {
+    decoded(
+        subject.clone(),
+        stream.direct_get_first_for_subject(subject).await,
+    )
+}
+
 /// The last message on `subject` in `stream`, decoded; `None` if there is none.
 pub async fn last_on_subject<T: DeserializeOwned>(
     stream: &Stream,
     subject: String,
 ) -> Result<Option<T>, Error> {
-    match stream.direct_get_last_for_subject(subject.clone()).await {
+    decoded(
+        subject.clone(),
+        stream.direct_get_last_for_subject(subject).await,
+    )
+}
+
+fn decoded<T: DeserializeOwned>(
+    subject: String,
+    got: Result<
+        async_nats::jetstream::message::StreamMessage,
+        async_nats::jetstream::stream::DirectGetError,
+    >,
+) -> Result<Option<T>, Error> {
+    match got {
         Ok(message) => serde_json::from_slice(&message.payload)
             .map(Some)
             .map_err(|e| Error::Payload {

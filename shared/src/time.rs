@@ -19,6 +19,12 @@ pub fn parse_ts(ts: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// How long ago an envelope `ts` was (zero for one in the future); `None` if unreadable.
+pub fn age(ts: &str) -> Option<std::time::Duration> {
+    let at = parse_ts(ts)?;
+    Some((Utc::now() - at).to_std().unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,6 +38,12 @@ mod tests {
         let now = now_ts();
         assert_eq!(now.len(), "2026-11-27T07:19:16.123456Z".len());
         assert!(now.ends_with('Z'));
-        assert_eq!(parse_ts(&now).map(format_ts), Some(now));
+        assert_eq!(parse_ts(&now).map(format_ts), Some(now.clone()));
+        assert!(age(&now).is_some_and(|a| a.as_secs() < 5));
+        assert_eq!(
+            age("2999-01-01T00:00:00.000000Z"),
+            Some(std::time::Duration::ZERO)
+        );
+        assert_eq!(age("yesterday"), None);
     }
 }

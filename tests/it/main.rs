@@ -13,3 +13,4 @@ mod ops;
 mod pipeline;
 mod reads;
 mod resume;
+mod timeouts;

@@ -145,15 +145,41 @@ async fn decide(
             attempt,
         })
         .await?;
-    supervise(env, start, args, emitter, acker, cancels, shutdown).await
+    let deadline = deadline(env, start, attempt).await;
+    supervise(env, args, deadline, emitter, acker, cancels, shutdown).await
+}
+
+/// When the task times out: `timeout_s` after its first attempt started, so a retried
+/// attempt keeps the task's original deadline.
+async fn deadline(env: &Env, start: &StartCommand, attempt: u32) -> Option<Instant> {
+    let timeout = Duration::from_secs(u64::from(start.timeout_s?));
+    if attempt <= 1 {
+        return Some(Instant::now() + timeout);
+    }
+    /// The part of a `started` event the deadline needs.
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        ts: String,
+    }
+    let subject = names::event_subject(start.tenant_id, start.task_id, EventKind::Started);
+    let first = shared::nats::first_on_subject::<Stamp>(&env.axon, subject).await;
+    let spent = match first {
+        Ok(Some(stamp)) => shared::time::age(&stamp.ts),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(task_id = %start.task_id, error = %e, "first start unknown; the timeout counts from now");
+            None
+        }
+    };
+    Some(Instant::now() + timeout.saturating_sub(spent.unwrap_or_default()))
 }
 
 /// Runs the adapter while keeping the command in progress, until it ends, a cancel
 /// arrives, the timeout passes or the worker shuts down.
 async fn supervise(
     env: &Env,
-    start: &StartCommand,
     args: AdapterArgs,
+    deadline: Option<Instant>,
     emitter: &Emitter,
     acker: &Acker,
     mut cancels: async_nats::Subscriber,
@@ -162,9 +188,6 @@ async fn supervise(
     let tuning = &env.settings.tuning;
     let stop = CancellationToken::new();
     let mut heartbeat = tokio::time::interval(tuning.ack_wait / 3);
-    let deadline = start
-        .timeout_s
-        .map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
     let mut timeout = std::pin::pin!(async move {
         match deadline {
             Some(deadline) => tokio::time::sleep_until(deadline).await,

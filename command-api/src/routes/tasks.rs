@@ -12,14 +12,12 @@ use shared::ids::{TaskId, TenantId};
 use shared::task::TaskState;
 use shared::{adapters, names, resume};
 
-use crate::State;
+use crate::{Settings, State};
 
 /// Longest accepted `name`.
 const MAX_NAME: usize = 200;
 /// Longest accepted `idempotency_key`.
 const MAX_KEY: usize = 255;
-/// Longest accepted `timeout_s`: a week.
-const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 
 /// The body of `start_task`.
 #[derive(Debug, Deserialize)]
@@ -54,7 +52,8 @@ pub struct Started {
 }
 
 /// Checks a start request against the operator's settings.
-fn validate(body: &StartTask, enabled: &[String]) -> Result<(), ApiError> {
+fn validate(body: &StartTask, settings: &Settings) -> Result<(), ApiError> {
+    let enabled = &settings.adapters_enabled;
     let name_len = body.name.chars().count();
     if body.name.trim().is_empty() || name_len > MAX_NAME || body.name.contains('\0') {
         return Err(ApiError::bad_request(
@@ -91,10 +90,16 @@ fn validate(body: &StartTask, enabled: &[String]) -> Result<(), ApiError> {
     }
     adapters::parse(&body.adapter, &body.args)
         .map_err(|e| ApiError::bad_request("invalid_args", e))?;
-    if body.timeout_s.is_some_and(|t| t == 0 || t > MAX_TIMEOUT_S) {
+    if body
+        .timeout_s
+        .is_some_and(|t| t == 0 || t > settings.max_timeout_s)
+    {
         return Err(ApiError::bad_request(
             "invalid_timeout",
-            format!("timeout_s must be between 1 and {MAX_TIMEOUT_S} seconds"),
+            format!(
+                "timeout_s must be between 1 and {} seconds (the operator's TASK_MAX_TIMEOUT_S)",
+                settings.max_timeout_s
+            ),
         ));
     }
     if body
@@ -127,7 +132,7 @@ pub async fn start_task(
     tenant: TenantId,
     body: StartTask,
 ) -> Result<Started, ApiError> {
-    validate(&body, &state.settings.adapters_enabled)?;
+    validate(&body, &state.settings)?;
     let task_id = match &body.idempotency_key {
         Some(key) => TaskId::from_idempotency_key(tenant, key),
         None => TaskId::new(),
@@ -148,7 +153,7 @@ pub async fn start_task(
         name: body.name,
         adapter: body.adapter,
         args: body.args,
-        timeout_s: body.timeout_s,
+        timeout_s: Some(body.timeout_s.unwrap_or(state.settings.default_timeout_s)),
         idempotency_key: body.idempotency_key,
         max_attempts: state.settings.max_attempts,
     };
@@ -267,9 +272,19 @@ mod tests {
         }
     }
 
+    fn settings() -> Settings {
+        Settings {
+            adapters_enabled: vec!["mock".to_owned()],
+            hmac_secret: String::new(),
+            max_attempts: 3,
+            default_timeout_s: 60,
+            max_timeout_s: 600,
+        }
+    }
+
     #[test]
     fn adapters_must_be_known_and_enabled() {
-        let enabled = vec!["mock".to_owned()];
+        let enabled = settings();
         assert!(validate(&body("mock", json!({})), &enabled).is_ok());
         let unknown = validate(&body("teleport", json!({})), &enabled).expect_err("unknown");
         assert_eq!(unknown.code, "unknown_adapter");
@@ -281,7 +296,7 @@ mod tests {
 
     #[test]
     fn limits() {
-        let enabled = vec!["mock".to_owned()];
+        let enabled = settings();
         let mut long = body("mock", json!({}));
         long.name = "x".repeat(MAX_NAME + 1);
         assert_eq!(
@@ -293,6 +308,14 @@ mod tests {
         assert_eq!(
             validate(&zero, &enabled).map_err(|e| e.code),
             Err("invalid_timeout")
+        );
+        let mut long_wait = body("mock", json!({}));
+        long_wait.timeout_s = Some(601);
+        let refused = validate(&long_wait, &enabled).expect_err("over the maximum");
+        assert!(
+            refused.message.contains("TASK_MAX_TIMEOUT_S"),
+            "{}",
+            refused.message
         );
         let not_object = body("mock", json!([1]));
         assert_eq!(
