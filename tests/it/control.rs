@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Cluster, Options, assert_chain, eventually, kinds};
+use e2e::{Cluster, Options, assert_chain, collect_to_end, eventually, kinds};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 
@@ -236,5 +236,53 @@ async fn a_retried_start_with_an_idempotency_key_is_one_task() -> anyhow::Result
         )
         .await?;
     assert_ne!(theirs["task_id"], json!(first));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancel_the_worker_never_heard_live_still_stops_the_task() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let task = cluster
+        .start_task(json!({"name": "deaf", "adapter": "shell", "args": {"command": "sleep 600"}}))
+        .await?;
+    let mut stream = cluster.sse(&task, "", None).await?;
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|e: &Value| e["kind"] != "started") {
+        seen.push(
+            tokio::time::timeout(e2e::PATIENCE, stream.next())
+                .await?
+                .expect("an event"),
+        );
+    }
+    // A cancel that reaches stream AXON without ever being published on its subject (as
+    // when the worker's connection dropped at that moment): it comes through a source.
+    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "LOST".into(),
+        subjects: vec!["lost.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let mut axon = js.get_stream("AXON").await?;
+    let mut config = axon.info().await?.config.clone();
+    config.sources = Some(vec![async_nats::jetstream::stream::Source {
+        name: "LOST".into(),
+        subject_transforms: vec![async_nats::jetstream::stream::SubjectTransform {
+            source: "lost.>".into(),
+            destination: "axon.>".into(),
+        }],
+        ..Default::default()
+    }]);
+    js.update_stream(config).await?;
+    let tenant = seen[0]["tenant_id"].as_str().expect("tenant");
+    let cancel = json!({"task_id": task, "tenant_id": tenant, "ts": "2026-11-27T00:00:00.000000Z"});
+    js.publish(
+        format!("lost.cmd.{tenant}.{task}.cancel"),
+        serde_json::to_vec(&cancel)?.into(),
+    )
+    .await?
+    .await?;
+    seen.extend(collect_to_end(stream).await?);
+    assert_eq!(kinds(&seen).last(), Some(&"canceled"), "{:?}", kinds(&seen));
     Ok(())
 }

@@ -146,6 +146,10 @@ async fn decide(
         })
         .await?;
     let deadline = deadline(env, start, attempt).await;
+    let cancels = Cancels {
+        live: cancels,
+        subject: names::cancel_subject(start.tenant_id, start.task_id),
+    };
     supervise(env, args, deadline, emitter, acker, cancels, shutdown).await
 }
 
@@ -182,7 +186,7 @@ async fn supervise(
     deadline: Option<Instant>,
     emitter: &Emitter,
     acker: &Acker,
-    mut cancels: async_nats::Subscriber,
+    mut cancels: Cancels,
     shutdown: &CancellationToken,
 ) -> Result<Verdict, ShuttingDown> {
     let tuning = &env.settings.tuning;
@@ -208,8 +212,13 @@ async fn supervise(
                 if let Err(e) = acker.ack_with(AckKind::Progress).await {
                     tracing::warn!(error = %e, "in-progress ack failed");
                 }
+                // The live subscription is at most once: a cancel it missed (a reconnect)
+                // is still stored, and found here.
+                if reason.is_none() && cancel_stored(env, &cancels.subject).await {
+                    reason = Some(Stop::Cancel);
+                }
             }
-            Some(_) = cancels.next(), if reason.is_none() => reason = Some(Stop::Cancel),
+            Some(_) = cancels.live.next(), if reason.is_none() => reason = Some(Stop::Cancel),
             () = &mut timeout, if reason.is_none() => reason = Some(Stop::Timeout),
             () = shutdown.cancelled(), if reason.is_none() => reason = Some(Stop::Shutdown),
         }
@@ -223,6 +232,25 @@ async fn supervise(
         (Outcome::Stopped, Some(Stop::Timeout)) => Verdict::End(TaskEvent::Timeout {}),
         (Outcome::Stopped, _) => Verdict::HandBack,
     })
+}
+
+/// How a running attempt hears of a cancel: live, and from the stored commands.
+struct Cancels {
+    /// The subscription to the task's cancel subject (at most once).
+    live: async_nats::Subscriber,
+    /// That subject, to look the cancel up in `AXON`.
+    subject: String,
+}
+
+/// Whether a cancel command for the task is stored in `AXON` (`subject` is its subject).
+async fn cancel_stored(env: &Env, subject: &str) -> bool {
+    match shared::nats::last_on_subject::<CancelCommand>(&env.axon, subject.to_owned()).await {
+        Ok(found) => found.is_some(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for a stored cancel; the live one still counts");
+            false
+        }
+    }
 }
 
 /// The checks before a run: an earlier end, a cancel, the attempt limit, the adapter.
