@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use shared::faults::Faults;
 use shared::http::ApiError;
 use sqlx::PgPool;
 
@@ -21,6 +22,8 @@ pub struct Backends {
     pub nats: async_nats::Client,
     /// Renders the metrics.
     pub metrics: PrometheusHandle,
+    /// Faults the roles raised for the operator.
+    pub faults: Faults,
 }
 
 /// The health routes.
@@ -36,6 +39,14 @@ pub fn router(backends: Backends) -> Router {
 }
 
 async fn ready(State(b): State<Backends>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if let Some((component, message)) = b.faults.first() {
+        tracing::debug!(component, "not ready");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "operator_action_needed",
+            format!("{component}: {message}"),
+        ));
+    }
     sqlx::query("SELECT 1")
         .execute(&b.pool)
         .await

@@ -40,11 +40,13 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let faults = shared::faults::Faults::default();
     let mut app = Router::new().merge(health::router(Backends {
         pool: pool.clone(),
         redis: redis.clone(),
         nats: nats.clone(),
         metrics,
+        faults: faults.clone(),
     }));
     let commands = command_api::State::new(
         pool.clone(),
@@ -123,6 +125,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                     js.clone(),
                     streams.axon.clone(),
                     redis.clone(),
+                    faults.clone(),
                 );
                 tracker.spawn(async move {
                     projector.run(token.clone()).await;

@@ -10,6 +10,7 @@
 
 mod decode;
 mod fanout;
+mod identity;
 mod projection;
 mod store;
 
@@ -25,9 +26,11 @@ use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{Context, Message};
 use futures::{FutureExt, StreamExt};
 use redis::aio::ConnectionManager;
+use shared::faults::Faults;
 use shared::ids::TaskId;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{Fanout, Job};
@@ -52,6 +55,9 @@ pub enum Error {
     /// NATS failed.
     #[error("nats: {0}")]
     Nats(String),
+    /// Stream AXON is not the stream the offset belongs to (what to do is in the text).
+    #[error("{0}")]
+    Stream(String),
 }
 
 fn nats(e: impl std::fmt::Display) -> Error {
@@ -69,11 +75,29 @@ pub struct Projector {
     /// Up to this AXON sequence, batches hold one message, so a message Postgres refuses
     /// for good is found and skipped instead of stalling every task behind it.
     careful_until: u64,
+    /// Where a halt shows (`/readyz`).
+    faults: Faults,
+    /// The creation time of the stream the offset belongs to.
+    stream_created: Option<String>,
 }
 
+/// The component name of the projector's faults.
+const FAULT: &str = "projector";
+/// How often an idle projector checks that stream AXON is still the stream of its offset.
+const STREAM_CHECK: Duration = Duration::from_secs(2);
+/// How often a halted projector looks whether the operator fixed its stream.
+const HALTED_RETRY: Duration = Duration::from_secs(5);
+
 impl Projector {
-    /// A projector over connected backends; `axon` is stream `AXON`.
-    pub fn create(pool: PgPool, js: Context, axon: Stream, redis: ConnectionManager) -> Self {
+    /// A projector over connected backends; `axon` is stream `AXON`; a halt is raised in
+    /// `faults`.
+    pub fn create(
+        pool: PgPool,
+        js: Context,
+        axon: Stream,
+        redis: ConnectionManager,
+        faults: Faults,
+    ) -> Self {
         Self {
             fanout: Fanout::new(redis, js, pool.clone()),
             pool,
@@ -85,26 +109,72 @@ impl Projector {
             },
             fanned: Arc::new(AtomicU64::new(0)),
             careful_until: 0,
+            faults,
+            stream_created: None,
         }
     }
 
-    /// Projects until `shutdown`; after a failure it restarts from its Postgres offset.
+    /// Projects until `shutdown`; after a failure it restarts from its Postgres offset. If
+    /// stream AXON is not the stream of its offset, it projects nothing, raises a fault
+    /// saying what to do, and looks again now and then.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut halted = None;
         loop {
-            match self.run_once(&shutdown).await {
+            let pause = match self.run_once(&shutdown).await {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(error = %e, "projector restarts from its offset"),
-            }
+                Err(Error::Stream(problem)) => {
+                    if halted.as_ref() != Some(&problem) {
+                        tracing::error!(%problem, "projector halted");
+                        self.faults.raise(FAULT, problem.clone());
+                        metrics::gauge!("axon_projector_halted").set(1.0);
+                        halted = Some(problem);
+                    }
+                    HALTED_RETRY
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "projector restarts from its offset");
+                    RETRY
+                }
+            };
             self.cache.clear();
             tokio::select! {
-                () = tokio::time::sleep(RETRY) => {}
+                () = tokio::time::sleep(pause) => {}
                 () = shutdown.cancelled() => return,
             }
         }
     }
 
+    /// Checks that stream AXON is the stream of the offset, recording it the first time.
+    async fn check_stream(&mut self) -> Result<(), Error> {
+        let recorded = store::stream_created(&self.pool).await?;
+        let created = self.verify_stream(recorded.as_deref()).await?;
+        if recorded.is_none() {
+            store::record_stream(&self.pool, &created).await?;
+        }
+        self.stream_created = Some(created);
+        self.faults.clear(FAULT);
+        metrics::gauge!("axon_projector_halted").set(0.0);
+        Ok(())
+    }
+
+    /// Stream AXON's creation time, if it is the stream of the offset (`recorded`).
+    async fn verify_stream(&self, recorded: Option<&str>) -> Result<String, Error> {
+        let info = self.axon.get_info().await.map_err(nats)?;
+        let stream = identity::Stream {
+            created: info.created.unix_timestamp_nanos().to_string(),
+            first_seq: info.state.first_sequence,
+            last_seq: info.state.last_sequence,
+            messages: info.state.messages,
+        };
+        match identity::mismatch(recorded, &stream, self.offsets.applied) {
+            Some(problem) => Err(Error::Stream(problem)),
+            None => Ok(stream.created),
+        }
+    }
+
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         self.offsets = store::offsets(&self.pool).await?;
+        self.check_stream().await?;
         self.fanned.store(self.offsets.fanned, Ordering::Release);
         let (jobs, queue) = mpsc::channel(FANOUT_QUEUE);
         let mut fanout = tokio::spawn(self.fanout.clone().run(queue, self.fanned.clone()));
@@ -141,16 +211,28 @@ impl Projector {
             .await
             .map_err(nats)?;
         let mut messages = consumer.messages().await.map_err(nats)?;
+        let mut idle = tokio::time::interval_at(Instant::now() + STREAM_CHECK, STREAM_CHECK);
         loop {
             let max = if self.offsets.applied < self.careful_until {
                 1
             } else {
                 MAX_BATCH
             };
-            let Some(batch) = next_batch(&mut messages, max, shutdown).await? else {
-                return Ok(());
-            };
-            self.project(batch, jobs).await?;
+            let next = next_batch(&mut messages, max, &mut idle, shutdown).await?;
+            // The ordered consumer follows a recreated stream on its own, from the old
+            // position: the stream is checked before each batch, and while idle.
+            let recorded = self.stream_created.clone();
+            match next {
+                Next::Shutdown => return Ok(()),
+                Next::Idle => {
+                    self.verify_stream(recorded.as_deref()).await?;
+                }
+                Next::Batch(batch) => {
+                    self.verify_stream(recorded.as_deref()).await?;
+                    self.project(batch, jobs).await?;
+                    idle.reset();
+                }
+            }
         }
     }
 
@@ -298,14 +380,26 @@ impl Projector {
 
 /// Waits for a message, then takes every message already delivered (up to `max`);
 /// `None` on shutdown.
+/// What waiting for the next batch gave.
+enum Next {
+    /// Messages, in order.
+    Batch(Vec<Message>),
+    /// Nothing for a while.
+    Idle,
+    /// The process is stopping.
+    Shutdown,
+}
+
 async fn next_batch(
     messages: &mut Ordered,
     max: usize,
+    idle: &mut tokio::time::Interval,
     shutdown: &CancellationToken,
-) -> Result<Option<Vec<Message>>, Error> {
+) -> Result<Next, Error> {
     let first = tokio::select! {
         next = messages.next() => next,
-        () = shutdown.cancelled() => return Ok(None),
+        _ = idle.tick() => return Ok(Next::Idle),
+        () = shutdown.cancelled() => return Ok(Next::Shutdown),
     };
     let mut batch = vec![
         first
@@ -325,5 +419,5 @@ async fn next_batch(
             None => break,
         }
     }
-    Ok(Some(batch))
+    Ok(Next::Batch(batch))
 }

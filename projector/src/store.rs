@@ -80,6 +80,29 @@ pub async fn offsets(pool: &PgPool) -> Result<Offsets, Error> {
     })
 }
 
+/// The creation time of the stream the offsets belong to, if recorded.
+pub async fn stream_created(pool: &PgPool) -> Result<Option<String>, Error> {
+    let created: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT stream_created FROM projector_offsets WHERE consumer = $1")
+            .bind(CONSUMER)
+            .fetch_optional(pool)
+            .await?;
+    Ok(created.and_then(|(created,)| created))
+}
+
+/// Records which stream the offsets belong to (once, when none is recorded).
+pub async fn record_stream(pool: &PgPool, created: &str) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE projector_offsets SET stream_created = $2
+         WHERE consumer = $1 AND stream_created IS NULL",
+    )
+    .bind(CONSUMER)
+    .bind(created)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Loads the projections of the given tasks (those that exist).
 pub async fn projections(
     pool: &PgPool,

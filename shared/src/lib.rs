@@ -12,6 +12,7 @@ pub mod chain;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod faults;
 pub mod http;
 pub mod ids;
 pub mod names;

@@ -13,4 +13,5 @@ mod ops;
 mod pipeline;
 mod reads;
 mod resume;
+mod stream_loss;
 mod timeouts;

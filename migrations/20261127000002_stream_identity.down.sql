@@ -1,0 +1,1 @@
+ALTER TABLE projector_offsets DROP COLUMN stream_created;
