@@ -212,6 +212,9 @@ impl Projector {
             .map_err(nats)?;
         let mut messages = consumer.messages().await.map_err(nats)?;
         let mut idle = tokio::time::interval_at(Instant::now() + STREAM_CHECK, STREAM_CHECK);
+        // The consumer sequence the next message should have (the stream was checked
+        // when this consumer was made).
+        let mut next_delivery = 1;
         loop {
             let max = if self.offsets.applied < self.careful_until {
                 1
@@ -220,7 +223,8 @@ impl Projector {
             };
             let next = next_batch(&mut messages, max, &mut idle, shutdown).await?;
             // The ordered consumer follows a recreated stream on its own, from the old
-            // position: the stream is checked before each batch, and while idle.
+            // position (its consumer sequence starts over when it does): the stream is
+            // checked then, and while idle.
             let recorded = self.stream_created.clone();
             match next {
                 Next::Shutdown => return Ok(()),
@@ -228,7 +232,13 @@ impl Projector {
                     self.verify_stream(recorded.as_deref()).await?;
                 }
                 Next::Batch(batch) => {
-                    self.verify_stream(recorded.as_deref()).await?;
+                    let sequence = |m: Option<&Message>| {
+                        m.and_then(|m| m.info().ok()).map(|i| i.consumer_sequence)
+                    };
+                    if sequence(batch.first()) != Some(next_delivery) {
+                        self.verify_stream(recorded.as_deref()).await?;
+                    }
+                    next_delivery = sequence(batch.last()).map_or(1, |last| last + 1);
                     self.project(batch, jobs).await?;
                     idle.reset();
                 }
