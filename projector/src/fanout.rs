@@ -1,8 +1,14 @@
 //! After a batch commits: append its events to Redis `events:{task_id}` (entry id
 //! `{seq}-0`) and publish them to `AXON_LOG` (`Nats-Msg-Id: {task_id}:{seq}`). Both are
-//! idempotent, so a batch is simply sent again after any failure. The fan-out runs beside
+//! idempotent, so a batch is simply sent again after a failure. The fan-out runs beside
 //! the projector's loop, so the next batch's transaction overlaps this one's fan-out; if it
 //! falls behind (a full queue, Redis down), it catches up from Postgres.
+//!
+//! Failures are counted (`axon_fanout_failures_total`) and logged with the batch's tasks;
+//! one that lasts raises a `/readyz` fault. An event a sink refuses for good (a Redis key
+//! of the wrong type, a message NATS will never take) is found by sending the batch one
+//! event at a time, logged, counted (`axon_fanout_dropped_total`) and skipped for that
+//! sink: the log of record is Postgres, and every later event still goes out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,14 +17,47 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
+use async_nats::jetstream::context::PublishErrorKind;
 use redis::aio::ConnectionManager;
 use shared::events::wire::Envelope;
+use shared::faults::Faults;
 use shared::ids::TenantId;
 use shared::names;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::store;
+
+/// Whether Redis refused a command (or one of a pipeline's) for good: WRONGTYPE (the key
+/// holds something else) or ERR (the command itself is wrong); not OOM, LOADING, READONLY
+/// and the like, which pass.
+fn refused_by_redis(error: &redis::RedisError) -> bool {
+    let for_good = |code: &str| matches!(code, "WRONGTYPE" | "ERR");
+    error.code().is_some_and(for_good)
+        || error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|items| items.iter().any(|(_, e)| for_good(e.code())))
+}
+
+/// Passes a single event's result on, unless the sink refused it for good: then it is
+/// logged, counted and skipped.
+fn dropped(result: Result<(), Error>, event: &Envelope, sink: &str) -> Result<(), Error> {
+    match result {
+        Err(e) if e.is_permanent() => {
+            metrics::counter!("axon_fanout_dropped_total").increment(1);
+            tracing::error!(
+                task_id = %event.task_id,
+                seq = event.seq,
+                sink,
+                error = %e,
+                "event refused for good; skipped there (it stays in Postgres)"
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
 
 /// Appends one entry unless the stream already holds it (then returns 0); on a terminal
 /// event, sets the stream's retention.
@@ -35,6 +74,12 @@ return 1
 const DAY: u64 = 24 * 3600;
 /// AXON sequences re-sent per round when catching up from Postgres.
 const CATCH_UP_CHUNK: u64 = 5000;
+/// `AXON_LOG` acks awaited at once (async-nats allows 5,000 per client).
+const LOG_ACKS: usize = 1000;
+/// How long the fan-out may keep failing before `/readyz` says so.
+const FAULT_AFTER: Duration = Duration::from_secs(10);
+/// The component name of the fan-out's fault.
+const FAULT: &str = "fanout";
 
 /// A committed batch: the events of AXON sequences `(after, upto]`.
 #[derive(Debug)]
@@ -56,12 +101,27 @@ pub enum Error {
     /// NATS failed.
     #[error("nats: {0}")]
     Nats(String),
+    /// NATS refused a message for good.
+    #[error("nats refused the message: {0}")]
+    NatsRefused(String),
     /// Postgres failed (plan lookup).
     #[error("postgres: {0}")]
     Db(#[from] sqlx::Error),
     /// Postgres failed (catch-up read).
     #[error(transparent)]
     Store(#[from] store::Error),
+}
+
+impl Error {
+    /// Whether sending the same event again would fail again: Redis refusing the command
+    /// itself (a key of another type), or NATS refusing the message (too large).
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Redis(e) => refused_by_redis(e),
+            Self::NatsRefused(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Sends committed events on to Redis and `AXON_LOG`.
@@ -71,16 +131,18 @@ pub struct Fanout {
     js: Context,
     pool: PgPool,
     retention: HashMap<TenantId, u64>,
+    faults: Faults,
 }
 
 impl Fanout {
-    /// A fan-out over connected backends.
-    pub fn new(redis: ConnectionManager, js: Context, pool: PgPool) -> Self {
+    /// A fan-out over connected backends; a lasting failure is raised in `faults`.
+    pub fn new(redis: ConnectionManager, js: Context, pool: PgPool, faults: Faults) -> Self {
         Self {
             redis,
             js,
             pool,
             retention: HashMap::new(),
+            faults,
         }
     }
 
@@ -89,10 +151,26 @@ impl Fanout {
     pub async fn run(mut self, mut jobs: mpsc::Receiver<Job>, fanned: Arc<AtomicU64>) {
         while let Some(job) = jobs.recv().await {
             let mut backoff = Duration::from_millis(100);
+            let mut failing_since = None;
             while let Err(e) = self.deliver(&job, &fanned).await {
-                tracing::warn!(error = %e, "fan-out failed; retrying");
+                metrics::counter!("axon_fanout_failures_total").increment(1);
+                let tasks: Vec<String> = job.events.iter().map(|e| e.task_id.to_string()).collect();
+                tracing::warn!(error = %e, tasks = ?tasks, upto = job.upto, "fan-out failed; retrying");
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= FAULT_AFTER {
+                    self.faults.raise(
+                        FAULT,
+                        format!(
+                            "events are not reaching Redis or AXON_LOG for {} s ({e}); they are safe in Postgres and go out once it works",
+                            since.elapsed().as_secs()
+                        ),
+                    );
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            if failing_since.is_some() {
+                self.faults.clear(FAULT);
             }
             fanned.store(job.upto, Ordering::Release);
         }
@@ -115,7 +193,8 @@ impl Fanout {
         self.send(&job.events).await
     }
 
-    /// Sends `events` (in log order) to Redis and to `AXON_LOG`.
+    /// Sends `events` (in log order) to Redis and to `AXON_LOG`; a sink that refuses the
+    /// batch for good gets it one event at a time, so only the refused events are dropped.
     async fn send(&mut self, events: &[Envelope]) -> Result<(), Error> {
         if events.is_empty() {
             return Ok(());
@@ -129,7 +208,30 @@ impl Fanout {
             });
         }
         let (redis, log) = tokio::join!(self.append_redis(events, &ttls), self.publish_log(events));
-        redis.and(log)
+        match redis {
+            Err(e) if e.is_permanent() => {
+                for (event, ttl) in events.iter().zip(&ttls) {
+                    let one = self
+                        .append_redis(std::slice::from_ref(event), &[*ttl])
+                        .await;
+                    dropped(one, event, "redis")?;
+                }
+            }
+            other => other?,
+        }
+        match log {
+            Err(e) if e.is_permanent() => {
+                for event in events {
+                    dropped(
+                        self.publish_log(std::slice::from_ref(event)).await,
+                        event,
+                        "AXON_LOG",
+                    )?;
+                }
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     async fn append_redis(&self, events: &[Envelope], ttls: &[u64]) -> Result<(), Error> {
@@ -151,24 +253,29 @@ impl Fanout {
     }
 
     async fn publish_log(&self, events: &[Envelope]) -> Result<(), Error> {
-        let mut acks = Vec::with_capacity(events.len());
-        for event in events {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "Nats-Msg-Id",
-                names::log_msg_id(event.task_id, event.seq).as_str(),
-            );
-            let payload = serde_json::to_vec(event).expect("envelopes always serialize");
-            let subject = names::log_subject(event.tenant_id, event.task_id, event.kind);
-            let ack = self
-                .js
-                .publish_with_headers(subject, headers, payload.into())
-                .await
-                .map_err(|e| Error::Nats(e.to_string()))?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await.map_err(|e| Error::Nats(e.to_string()))?;
+        for window in events.chunks(LOG_ACKS) {
+            let mut acks = Vec::with_capacity(window.len());
+            for event in window {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    "Nats-Msg-Id",
+                    names::log_msg_id(event.task_id, event.seq).as_str(),
+                );
+                let payload = serde_json::to_vec(event).expect("envelopes always serialize");
+                let subject = names::log_subject(event.tenant_id, event.task_id, event.kind);
+                let ack = self
+                    .js
+                    .publish_with_headers(subject, headers, payload.into())
+                    .await
+                    .map_err(|e| match e.kind() {
+                        PublishErrorKind::MaxPayloadExceeded => Error::NatsRefused(e.to_string()),
+                        _ => Error::Nats(e.to_string()),
+                    })?;
+                acks.push(ack);
+            }
+            for ack in acks {
+                ack.await.map_err(|e| Error::Nats(e.to_string()))?;
+            }
         }
         Ok(())
     }

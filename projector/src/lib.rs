@@ -99,7 +99,7 @@ impl Projector {
         faults: Faults,
     ) -> Self {
         Self {
-            fanout: Fanout::new(redis, js, pool.clone()),
+            fanout: Fanout::new(redis, js, pool.clone(), faults.clone()),
             pool,
             axon,
             cache: HashMap::new(),

@@ -30,6 +30,9 @@ struct Topic {
     sender: broadcast::Sender<Arc<Logged>>,
     /// The last `seq` the reader has read (None until a subscriber positions it).
     cursor: Option<u64>,
+    /// Subscriptions alive, counted under the lock (a receiver count would see a leaving
+    /// subscription's receiver still alive, so two leaving at once could both keep it).
+    clients: usize,
 }
 
 struct Inner {
@@ -84,15 +87,16 @@ impl Hub {
 
     /// Starts receiving `task`'s live entries.
     pub fn subscribe(&self, task: TaskId) -> Subscription {
-        let receiver = self
-            .topics()
-            .entry(task)
-            .or_insert_with(|| Topic {
-                sender: broadcast::channel(CHANNEL).0,
-                cursor: None,
-            })
-            .sender
-            .subscribe();
+        let mut topics = self.topics();
+        let topic = topics.entry(task).or_insert_with(|| Topic {
+            sender: broadcast::channel(CHANNEL).0,
+            cursor: None,
+            clients: 0,
+        });
+        topic.clients += 1;
+        let receiver = topic.sender.subscribe();
+        metrics::gauge!("axon_hub_topics").set(topics.len() as f64);
+        drop(topics);
         Subscription {
             hub: self.clone(),
             task,
@@ -245,11 +249,12 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut topics = self.hub.topics();
-        if topics
-            .get(&self.task)
-            .is_some_and(|topic| topic.sender.receiver_count() <= 1)
-        {
-            topics.remove(&self.task);
+        if let Some(topic) = topics.get_mut(&self.task) {
+            topic.clients = topic.clients.saturating_sub(1);
+            if topic.clients == 0 {
+                topics.remove(&self.task);
+            }
         }
+        metrics::gauge!("axon_hub_topics").set(topics.len() as f64);
     }
 }

@@ -3,6 +3,7 @@
 mod bad_input;
 mod control;
 mod crash;
+mod fanout;
 mod load;
 mod mcp_bad_input;
 mod mcp_clients;
