@@ -63,6 +63,18 @@ pub struct Settings {
     pub tuning: WorkerConfig,
 }
 
+/// The shared durable consumer of start commands.
+fn consumer_config(tuning: &WorkerConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(names::WORKER_CONSUMER.to_owned()),
+        filter_subject: names::START_FILTER.to_owned(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: tuning.ack_wait,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
 /// A worker process's consumer loop.
 pub struct Worker {
     ctx: Env,
@@ -78,14 +90,7 @@ impl Worker {
         settings: Settings,
     ) -> Result<Self, Error> {
         let consumer = axon
-            .create_consumer(pull::Config {
-                durable_name: Some(names::WORKER_CONSUMER.to_owned()),
-                filter_subject: names::START_FILTER.to_owned(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: settings.tuning.ack_wait,
-                max_ack_pending: 10_000,
-                ..Default::default()
-            })
+            .create_consumer(consumer_config(&settings.tuning))
             .await
             .map_err(shared::nats::Error::nats)?;
         Ok(Self {
@@ -118,14 +123,14 @@ impl Worker {
         running: &TaskTracker,
         shutdown: &CancellationToken,
     ) {
+        let mut consumer = self.consumer.clone();
         loop {
             let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 () = shutdown.cancelled() => return,
             };
             let mut permit = Some(first);
-            let pulled = self
-                .consumer
+            let pulled = consumer
                 .batch()
                 .max_messages(slots.available_permits() + 1)
                 .expires(PULL_EXPIRES)
@@ -135,12 +140,13 @@ impl Worker {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot pull start commands; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(RETRY) => continue,
-                        () = shutdown.cancelled() => return,
+                    if !self.pause_and_renew(&mut consumer, shutdown).await {
+                        return;
                     }
+                    continue;
                 }
             };
+            let mut failed = false;
             loop {
                 let next = tokio::select! {
                     next = batch.next() => next,
@@ -151,6 +157,7 @@ impl Worker {
                     Some(Ok(message)) => message,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "pull request failed");
+                        failed = true;
                         break;
                     }
                 };
@@ -169,6 +176,31 @@ impl Worker {
                     drop(slot);
                 });
             }
+            if failed && !self.pause_and_renew(&mut consumer, shutdown).await {
+                return;
+            }
         }
+    }
+
+    /// After a failed pull: waits a moment, then makes the consumer again (the stream may
+    /// have been created anew, taking its consumers with it; making it is idempotent).
+    /// False when the worker is shutting down.
+    async fn pause_and_renew(
+        &self,
+        consumer: &mut PullConsumer,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = shutdown.cancelled() => return false,
+        }
+        let config = consumer_config(&self.ctx.settings.tuning);
+        match self.ctx.axon.create_consumer(config).await {
+            Ok(renewed) => *consumer = renewed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make the start-command consumer; retrying")
+            }
+        }
+        true
     }
 }
