@@ -14,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::tenant_for;
+use crate::sessions::CallId;
 use crate::tools::{
     self, ListArgs, MAX_EVENTS, MAX_WAIT_S, ResumeArgs, RunArgs, StartArgs, StreamArgs, TaskArgs,
     failure, success,
 };
 use crate::watch::{self, Progress, StreamRequest};
+use crate::{Backend, tasks};
 
 /// How long `resume_task` waits for new events.
 const RESUME_WAIT: Duration = Duration::from_secs(25);
@@ -57,8 +59,6 @@ impl Invocation {
         }
     }
 }
-use crate::sessions::CallId;
-use crate::{Backend, tasks};
 
 type Outcome = Result<CallToolResult, ApiError>;
 

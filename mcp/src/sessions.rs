@@ -1,11 +1,11 @@
 //! 2025-11-25 sessions: rmcp's session manager, plus what makes a cut stream resumable on
-//! any process. Each tool call gets a [`CallId`] and, beside its stream in Redis, a record
-//! of the request and of the process running it, so that if that process dies, the process
-//! the client resumes on can finish the call (see [`crate::takeover`]). A stream resumes
-//! only within the session it belongs to.
+//! any process. Each request gets a [`CallId`] and, beside its stream in Redis, a record of
+//! the request and of the process running it, so that if that process dies, the process
+//! the client resumes on can finish a tool call (see [`crate::takeover`]) or say that the
+//! request must be sent again. A stream resumes only within the session it belongs to.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::request::Parts;
@@ -19,7 +19,6 @@ use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
 };
 use shared::auth::Principal;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
