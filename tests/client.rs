@@ -131,6 +131,25 @@ pub async fn collect_to_end(
     Ok(seen)
 }
 
+/// Reads the stream until an event of `kind`; returns all read so far and the stream.
+pub async fn until_kind<S: Stream<Item = Value> + Unpin>(
+    mut stream: S,
+    kind: &str,
+) -> anyhow::Result<(Vec<Value>, S)> {
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .context("no event in time")?
+            .with_context(|| format!("the stream ended before a {kind} event"))?;
+        let found = event["kind"] == kind;
+        seen.push(event);
+        if found {
+            return Ok((seen, stream));
+        }
+    }
+}
+
 /// Whether an envelope's kind ends a task.
 pub fn is_terminal(event: &Value) -> bool {
     matches!(

@@ -12,7 +12,7 @@ pub mod mcp;
 use std::time::Duration;
 
 pub use checks::assert_chain;
-pub use client::{collect_to_end, is_terminal, kinds, open_sse};
+pub use client::{collect_to_end, is_terminal, kinds, open_sse, until_kind};
 pub use cluster::{Cluster, Options};
 
 /// How long a test waits for anything before it fails.

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Cluster, Options, assert_chain, collect_to_end, eventually, kinds};
+use e2e::{Cluster, Options, assert_chain, collect_to_end, eventually, kinds, until_kind};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 
@@ -245,15 +245,7 @@ async fn a_cancel_the_worker_never_heard_live_still_stops_the_task() -> anyhow::
     let task = cluster
         .start_task(json!({"name": "deaf", "adapter": "shell", "args": {"command": "sleep 600"}}))
         .await?;
-    let mut stream = cluster.sse(&task, "", None).await?;
-    let mut seen = Vec::new();
-    while seen.last().is_none_or(|e: &Value| e["kind"] != "started") {
-        seen.push(
-            tokio::time::timeout(e2e::PATIENCE, stream.next())
-                .await?
-                .expect("an event"),
-        );
-    }
+    let (mut seen, stream) = until_kind(cluster.sse(&task, "", None).await?, "started").await?;
     // A cancel that reaches stream AXON without ever being published on its subject (as
     // when the worker's connection dropped at that moment): it comes through a source.
     let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);

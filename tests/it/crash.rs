@@ -1,26 +1,8 @@
 //! Crashes: a worker or the projector SIGKILLed mid-task, Redis flushed mid-stream.
 
-use e2e::{Cluster, Options, assert_chain, collect_to_end, kinds};
+use e2e::{Cluster, Options, assert_chain, collect_to_end, kinds, until_kind};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-/// Reads the stream until an event of `kind`; returns all read so far and the stream.
-async fn until_kind(
-    mut stream: impl futures::Stream<Item = Value> + Unpin,
-    kind: &str,
-) -> anyhow::Result<(Vec<Value>, impl futures::Stream<Item = Value> + Unpin)> {
-    let mut seen = Vec::new();
-    loop {
-        let event = tokio::time::timeout(e2e::PATIENCE, stream.next())
-            .await?
-            .expect("an event");
-        let found = event["kind"] == kind;
-        seen.push(event);
-        if found {
-            return Ok((seen, stream));
-        }
-    }
-}
 
 /// A Redis stream entry: its id and fields.
 type Entry = (String, Vec<(String, String)>);

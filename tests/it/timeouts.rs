@@ -2,8 +2,7 @@
 //! and a retried attempt keeps the task's original deadline.
 
 use anyhow::Context;
-use e2e::{Cluster, Options, collect_to_end, kinds};
-use futures::StreamExt;
+use e2e::{Cluster, Options, collect_to_end, kinds, until_kind};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -78,15 +77,7 @@ async fn a_retried_attempt_keeps_the_original_deadline() -> anyhow::Result<()> {
         .start_task(json!({"name": "slow", "adapter": "shell",
             "args": {"command": "sleep 600"}, "timeout_s": 4}))
         .await?;
-    let mut stream = cluster.sse(&task, "", None).await?;
-    let mut seen = Vec::new();
-    while seen.last().is_none_or(|e: &Value| e["kind"] != "started") {
-        seen.push(
-            tokio::time::timeout(e2e::PATIENCE, stream.next())
-                .await?
-                .context("an event")?,
-        );
-    }
+    let (mut seen, stream) = until_kind(cluster.sse(&task, "", None).await?, "started").await?;
     let worker = seen[1]["payload"]["worker_id"]
         .as_str()
         .and_then(|id| id.rsplit(':').next())
