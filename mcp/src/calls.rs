@@ -10,6 +10,7 @@ use rmcp::service::RequestContext;
 use serde_json::{Value, json};
 use shared::auth::{Principal, Scope};
 use shared::http::ApiError;
+use shared::ids::{TaskId, TenantId};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -87,11 +88,21 @@ pub async fn start(backend: &Backend, caller: &Principal, args: Option<JsonObjec
     ))
 }
 
+/// The caller's tenant (holding `scope`) and the task of a tool that takes only a task.
+fn one_task(
+    caller: &Principal,
+    scope: Scope,
+    tool: &str,
+    args: Option<JsonObject>,
+) -> Result<(TenantId, TaskId), ApiError> {
+    let tenant = tenant_for(caller, scope)?;
+    let args: TaskArgs = tools::parse(tool, args)?;
+    Ok((tenant, tools::task_id(&args.task_id)?))
+}
+
 /// `get_task_status`.
 pub async fn status(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
-    let tenant = tenant_for(caller, Scope::TasksRead)?;
-    let args: TaskArgs = tools::parse("get_task_status", args)?;
-    let task = tools::task_id(&args.task_id)?;
+    let (tenant, task) = one_task(caller, Scope::TasksRead, "get_task_status", args)?;
     let status = query_api::reads::status(&backend.queries, tenant, task).await?;
     Ok(success(
         format!(
@@ -174,9 +185,7 @@ async fn watch_batch(backend: &Backend, request: StreamRequest, call: &mut Invoc
 
 /// `cancel_task`.
 pub async fn cancel(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
-    let tenant = tenant_for(caller, Scope::TasksWrite)?;
-    let args: TaskArgs = tools::parse("cancel_task", args)?;
-    let task = tools::task_id(&args.task_id)?;
+    let (tenant, task) = one_task(caller, Scope::TasksWrite, "cancel_task", args)?;
     command_api::cancel_task(&backend.commands, tenant, task).await?;
     Ok(success(
         format!("cancel of task {task} requested; it ends as canceled"),
@@ -207,9 +216,7 @@ pub async fn list(backend: &Backend, caller: &Principal, args: Option<JsonObject
 
 /// `verify_task`.
 pub async fn verify(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
-    let tenant = tenant_for(caller, Scope::TasksRead)?;
-    let args: TaskArgs = tools::parse("verify_task", args)?;
-    let task = tools::task_id(&args.task_id)?;
+    let (tenant, task) = one_task(caller, Scope::TasksRead, "verify_task", args)?;
     let verdict = query_api::reads::verify(&backend.queries, tenant, task).await?;
     let summary = match &verdict.error {
         None => format!(

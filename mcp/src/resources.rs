@@ -123,12 +123,12 @@ pub async fn read(
         )
         .with_mime_type("application/json"),
         Target::Events(task) => {
-            let page = query_api::reads::events(
+            let page = query_api::reads::page(
                 &backend.queries,
                 tenant,
                 task,
                 0,
-                Some(query_api::reads::MAX_LIMIT),
+                query_api::reads::MAX_LIMIT,
             )
             .await
             .map_err(protocol_error)?;

@@ -72,7 +72,7 @@ impl ServerHandler for AxonServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let mut all = tools::list();
+        let mut all = tools::list().to_vec();
         if self.fixtures() {
             all.extend(fixtures::tools());
         }
@@ -80,11 +80,13 @@ impl ServerHandler for AxonServer {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        let mut all = tools::list();
-        if self.fixtures() {
-            all.extend(fixtures::tools());
-        }
-        all.into_iter().find(|tool| tool.name == name)
+        let ours = tools::list().iter().find(|tool| tool.name == name).cloned();
+        ours.or_else(|| {
+            self.fixtures()
+                .then(fixtures::tools)?
+                .into_iter()
+                .find(|tool| tool.name == name)
+        })
     }
 
     async fn call_tool(

@@ -1,7 +1,7 @@
 //! The tools of §3.9: their arguments (JSON Schemas generated from these types), their
 //! annotations, and how a result or an error is shown to the model.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
 use schemars::JsonSchema;
@@ -106,8 +106,14 @@ pub struct ListArgs {
     pub cursor: Option<String>,
 }
 
-/// The tool list, in the order of §3.9.
-pub fn list() -> Vec<Tool> {
+/// The tool list, in the order of §3.9 (schemas generated once: rmcp looks tools up on
+/// every call).
+pub fn list() -> &'static [Tool] {
+    static TOOLS: LazyLock<Vec<Tool>> = LazyLock::new(build);
+    &TOOLS
+}
+
+fn build() -> Vec<Tool> {
     let read_only = || ToolAnnotations::new().read_only(true).open_world(false);
     vec![
         tool::<StartArgs>(
@@ -243,7 +249,7 @@ mod tests {
                 "run_task"
             ]
         );
-        for tool in &tools {
+        for tool in tools {
             assert_eq!(tool.input_schema["type"], "object", "{}", tool.name);
             assert!(tool.annotations.is_some(), "{}", tool.name);
         }

@@ -196,7 +196,7 @@ pub async fn stream(
     } = request;
     let status = query_api::reads::status(queries, tenant, task).await?;
     query_api::reads::check_position(&status, since)?;
-    let page = query_api::reads::events(queries, tenant, task, since, Some(max_events)).await?;
+    let page = query_api::reads::page(queries, tenant, task, since, max_events).await?;
     let ended = is_terminal_state(&status.state);
     if !page.events.is_empty() || ended || wait.is_zero() {
         // An ended task whose events up to its end were all seen before is done too.

@@ -138,6 +138,18 @@ pub async fn events(
 ) -> Result<EventPage, ApiError> {
     let limit = self::limit(limit, MAX_LIMIT)?;
     status(state, tenant, task).await?;
+    page(state, tenant, task, since, limit).await
+}
+
+/// Up to `limit` of the task's events after `since`, from Postgres, for a caller that
+/// already found the task (with [`status`]).
+pub async fn page(
+    state: &State,
+    tenant: TenantId,
+    task: TaskId,
+    since: u64,
+    limit: usize,
+) -> Result<EventPage, ApiError> {
     let events = state
         .log
         .read_postgres(tenant, task, since, limit)
