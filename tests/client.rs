@@ -162,3 +162,12 @@ pub fn is_terminal(event: &Value) -> bool {
 pub fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["kind"].as_str()).collect()
 }
+
+/// The attempt of each `started` event in a list of envelopes.
+pub fn attempts(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "started")
+        .filter_map(|e| e["payload"]["attempt"].as_u64())
+        .collect()
+}

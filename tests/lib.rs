@@ -8,12 +8,14 @@ mod checks;
 mod client;
 mod cluster;
 pub mod mcp;
+mod procs;
 
 use std::time::Duration;
 
 pub use checks::assert_chain;
-pub use client::{collect_to_end, is_terminal, kinds, open_sse, until_kind};
+pub use client::{attempts, collect_to_end, is_terminal, kinds, open_sse, until_kind};
 pub use cluster::{Cluster, Options};
+pub use procs::{alive, parent};
 
 /// How long a test waits for anything before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);

@@ -83,10 +83,8 @@ pub async fn first_on_subject<T: DeserializeOwned>(
     stream: &Stream,
     subject: String,
 ) -> Result<Option<T>, Error> {
-    decoded(
-        subject.clone(),
-        stream.direct_get_first_for_subject(subject).await,
-    )
+    let got = stream.direct_get_first_for_subject(subject.clone()).await;
+    Ok(decoded(subject, got)?.map(|(_, message)| message))
 }
 
 /// The last message on `subject` in `stream`, decoded; `None` if there is none.
@@ -94,10 +92,18 @@ pub async fn last_on_subject<T: DeserializeOwned>(
     stream: &Stream,
     subject: String,
 ) -> Result<Option<T>, Error> {
-    decoded(
-        subject.clone(),
-        stream.direct_get_last_for_subject(subject).await,
-    )
+    Ok(last_on_subject_at(stream, subject)
+        .await?
+        .map(|(_, message)| message))
+}
+
+/// The last message on `subject` in `stream`, decoded, with its stream sequence.
+pub async fn last_on_subject_at<T: DeserializeOwned>(
+    stream: &Stream,
+    subject: String,
+) -> Result<Option<(u64, T)>, Error> {
+    let got = stream.direct_get_last_for_subject(subject.clone()).await;
+    decoded(subject, got)
 }
 
 fn decoded<T: DeserializeOwned>(
@@ -106,10 +112,10 @@ fn decoded<T: DeserializeOwned>(
         async_nats::jetstream::message::StreamMessage,
         async_nats::jetstream::stream::DirectGetError,
     >,
-) -> Result<Option<T>, Error> {
+) -> Result<Option<(u64, T)>, Error> {
     match got {
         Ok(message) => serde_json::from_slice(&message.payload)
-            .map(Some)
+            .map(|decoded| Some((message.sequence, decoded)))
             .map_err(|e| Error::Payload {
                 subject,
                 reason: e.to_string(),

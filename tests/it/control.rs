@@ -2,18 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Cluster, Options, assert_chain, collect_to_end, eventually, kinds, until_kind};
+use e2e::{Cluster, Options, alive, assert_chain, collect_to_end, eventually, kinds, until_kind};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(") ")
-            .next()
-            .is_some_and(|rest| rest.starts_with('Z'))
-    })
-}
 
 /// Reads a stream up to its first `stdout` line, the pid the task printed.
 async fn first_line_as_pid(

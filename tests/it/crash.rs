@@ -38,12 +38,7 @@ async fn a_killed_worker_s_task_is_run_again_by_another() -> anyhow::Result<()> 
     seen.extend(collect_to_end(stream).await?);
     assert_chain(&seen);
     assert_eq!(kinds(&seen).last(), Some(&"succeeded"));
-    let attempts: Vec<&Value> = seen
-        .iter()
-        .filter(|e| e["kind"] == "started")
-        .map(|e| &e["payload"]["attempt"])
-        .collect();
-    assert_eq!(attempts, [&json!(1), &json!(2)]);
+    assert_eq!(e2e::attempts(&seen), [1, 2]);
     assert_ne!(
         worker_pid(
             seen.iter()

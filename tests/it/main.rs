@@ -14,5 +14,6 @@ mod ops;
 mod pipeline;
 mod reads;
 mod resume;
+mod runs;
 mod stream_loss;
 mod timeouts;

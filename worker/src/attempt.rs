@@ -9,7 +9,7 @@ use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
 use serde::de::IgnoredAny;
 use shared::adapters::{self, AdapterArgs};
-use shared::events::wire::{CancelCommand, StartCommand};
+use shared::events::wire::{CancelCommand, StartCommand, WorkerEvent};
 use shared::events::{EventKind, TaskEvent};
 use shared::ids::TaskId;
 use shared::names;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Env;
 use crate::adapters::Outcome;
-use crate::emitter::{Emitter, ShuttingDown};
+use crate::emitter::{Emitter, ShuttingDown, Taken};
 
 /// What becomes of the start command.
 enum Verdict {
@@ -28,6 +28,18 @@ enum Verdict {
     HandBack,
     /// An earlier attempt already stored a terminal event: ack without running again.
     AlreadyEnded,
+    /// A newer run claimed the task: leave the command to it (neither ack nor nak).
+    Superseded,
+}
+
+/// What this run does with its start command in the end.
+enum Settle {
+    /// Ack it: the task ended.
+    Ack,
+    /// Neither ack nor nak: a newer run holds it.
+    Leave,
+    /// Nak it, for another worker.
+    HandBack,
 }
 
 /// Why the adapter was asked to stop.
@@ -36,6 +48,7 @@ enum Stop {
     Cancel,
     Timeout,
     Shutdown,
+    Superseded,
 }
 
 /// This process's claim on running a task, released on drop.
@@ -67,14 +80,6 @@ impl Drop for Running {
 
 /// Runs the attempt that `message` (a start command) stands for.
 pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken) {
-    let attempt = match message.info() {
-        Ok(info) => u32::try_from(info.delivered).unwrap_or(u32::MAX),
-        Err(e) => {
-            tracing::error!(error = %e, "start command without delivery info; terminating it");
-            let _ = message.ack_with(AckKind::Term).await;
-            return;
-        }
-    };
     let (message, acker) = message.split();
     let start: StartCommand = match serde_json::from_slice(&message.payload) {
         Ok(start) => start,
@@ -85,36 +90,73 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
         }
     };
     let Some(running) = Running::claim(&env, start.task_id) else {
-        tracing::warn!(task_id = %start.task_id, attempt, "redelivered while still running here; ignored");
+        tracing::warn!(task_id = %start.task_id, "redelivered while still running here; ignored");
         let _ = acker.ack_with(AckKind::Progress).await;
         return;
     };
+    let previous = match previous_start(&env, &start).await {
+        Ok(previous) => previous,
+        Err(e) => {
+            tracing::warn!(task_id = %start.task_id, error = %e, "cannot read the last start; handing the task back");
+            drop(running);
+            let _ = acker.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+    };
+    let attempt = previous.attempt + 1;
     let emitter = Emitter::new(
         env.js.clone(),
         start.task_id,
         start.tenant_id,
         attempt,
+        previous.seq,
         env.acks.clone(),
         shutdown.clone(),
     );
-    let verdict = decide(&env, &start, attempt, &emitter, &acker, &shutdown).await;
-    let acked = match verdict {
-        Ok(Verdict::End(terminal)) => {
-            let stored = match emitter.emit(terminal).await {
-                Ok(()) => emitter.flush().await,
-                Err(e) => Err(e),
-            };
-            stored.is_ok() && acker.double_ack().await.is_ok()
-        }
-        Ok(Verdict::AlreadyEnded) => acker.double_ack().await.is_ok(),
-        Ok(Verdict::HandBack) | Err(ShuttingDown) => false,
+    let settle = match decide(&env, &start, attempt, &emitter, &acker, &shutdown).await {
+        Ok(Verdict::End(terminal)) => match emitter.finish(terminal).await {
+            Ok(Ok(())) => Settle::Ack,
+            Ok(Err(Taken)) => Settle::Leave,
+            Err(ShuttingDown) => Settle::HandBack,
+        },
+        Ok(Verdict::AlreadyEnded) => Settle::Ack,
+        Ok(Verdict::Superseded) => Settle::Leave,
+        Ok(Verdict::HandBack) | Err(ShuttingDown) => Settle::HandBack,
+    };
+    let settled = match settle {
+        Settle::Ack => acker.double_ack().await.is_ok(),
+        // The newer run holds the command now.
+        Settle::Leave => true,
+        Settle::HandBack => false,
     };
     // Released first, so a handed-back command may come straight back to this worker.
     drop(running);
-    if !acked {
+    if !settled {
         let _ = acker.ack_with(AckKind::Nak(None)).await;
     }
-    tracing::debug!(task_id = %start.task_id, attempt, acked, "attempt over");
+    tracing::debug!(task_id = %start.task_id, attempt, run = %emitter.run(), settled, "attempt over");
+}
+
+/// The task's last stored start: its stream sequence (0 for none) and attempt (0 for none).
+#[derive(Default)]
+struct PreviousStart {
+    seq: u64,
+    attempt: u32,
+}
+
+/// Reads the task's last `started` event in `AXON`.
+async fn previous_start(
+    env: &Env,
+    start: &StartCommand,
+) -> Result<PreviousStart, shared::nats::Error> {
+    let subject = names::event_subject(start.tenant_id, start.task_id, EventKind::Started);
+    let last = shared::nats::last_on_subject_at::<WorkerEvent>(&env.axon, subject).await?;
+    Ok(
+        last.map_or_else(PreviousStart::default, |(seq, report)| PreviousStart {
+            seq,
+            attempt: report.attempt,
+        }),
+    )
 }
 
 /// Decides what becomes of the command: checks, then runs the task.
@@ -139,18 +181,22 @@ async fn decide(
         Ok(args) => args,
         Err(verdict) => return Ok(verdict),
     };
-    emitter
-        .emit(TaskEvent::Started {
-            worker_id: env.settings.worker_id.clone(),
-            attempt,
-        })
-        .await?;
-    let deadline = deadline(env, start, attempt).await;
-    let cancels = Cancels {
-        live: cancels,
-        subject: names::cancel_subject(start.tenant_id, start.task_id),
+    let started = TaskEvent::Started {
+        worker_id: env.settings.worker_id.clone(),
+        attempt,
     };
-    supervise(env, args, deadline, emitter, acker, cancels, shutdown).await
+    let Ok(own) = emitter.claim(started).await? else {
+        tracing::warn!(task_id = %start.task_id, attempt, "another run started the task first; leaving it to that run");
+        return Ok(Verdict::Superseded);
+    };
+    let deadline = deadline(env, start, attempt).await;
+    let watch = Watch {
+        cancels,
+        cancel_subject: names::cancel_subject(start.tenant_id, start.task_id),
+        started_subject: names::event_subject(start.tenant_id, start.task_id, EventKind::Started),
+        own,
+    };
+    supervise(env, args, deadline, emitter, acker, watch, shutdown).await
 }
 
 /// When the task times out: `timeout_s` after its first attempt started, so a retried
@@ -186,7 +232,7 @@ async fn supervise(
     deadline: Option<Instant>,
     emitter: &Emitter,
     acker: &Acker,
-    mut cancels: Cancels,
+    mut watch: Watch,
     shutdown: &CancellationToken,
 ) -> Result<Verdict, ShuttingDown> {
     let tuning = &env.settings.tuning;
@@ -212,13 +258,11 @@ async fn supervise(
                 if let Err(e) = acker.ack_with(AckKind::Progress).await {
                     tracing::warn!(error = %e, "in-progress ack failed");
                 }
-                // The live subscription is at most once: a cancel it missed (a reconnect)
-                // is still stored, and found here.
-                if reason.is_none() && cancel_stored(env, &cancels.subject).await {
-                    reason = Some(Stop::Cancel);
+                if reason.is_none() {
+                    reason = watch.check(env).await;
                 }
             }
-            Some(_) = cancels.live.next(), if reason.is_none() => reason = Some(Stop::Cancel),
+            Some(_) = watch.cancels.next(), if reason.is_none() => reason = Some(Stop::Cancel),
             () = &mut timeout, if reason.is_none() => reason = Some(Stop::Timeout),
             () = shutdown.cancelled(), if reason.is_none() => reason = Some(Stop::Shutdown),
         }
@@ -227,6 +271,7 @@ async fn supervise(
         }
     };
     Ok(match (outcome, reason) {
+        (_, Some(Stop::Superseded)) => Verdict::Superseded,
         (Outcome::Finished(terminal), _) => Verdict::End(terminal),
         (Outcome::Stopped, Some(Stop::Cancel)) => Verdict::End(TaskEvent::Canceled {}),
         (Outcome::Stopped, Some(Stop::Timeout)) => Verdict::End(TaskEvent::Timeout {}),
@@ -234,21 +279,38 @@ async fn supervise(
     })
 }
 
-/// How a running attempt hears of a cancel: live, and from the stored commands.
-struct Cancels {
-    /// The subscription to the task's cancel subject (at most once).
-    live: async_nats::Subscriber,
+/// What a running attempt watches besides its adapter.
+struct Watch {
+    /// The live subscription to the task's cancel subject (at most once).
+    cancels: async_nats::Subscriber,
     /// That subject, to look the cancel up in `AXON`.
-    subject: String,
+    cancel_subject: String,
+    /// The task's `started` subject.
+    started_subject: String,
+    /// The stream sequence of this run's `started`.
+    own: u64,
 }
 
-/// Whether a cancel command for the task is stored in `AXON` (`subject` is its subject).
-async fn cancel_stored(env: &Env, subject: &str) -> bool {
-    match shared::nats::last_on_subject::<CancelCommand>(&env.axon, subject.to_owned()).await {
-        Ok(found) => found.is_some(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot look for a stored cancel; the live one still counts");
-            false
+impl Watch {
+    /// The periodic check against `AXON`: a stored cancel the live subscription missed
+    /// (a reconnect), or a newer run's start (this run's command was redelivered while
+    /// NATS could not hear from it). A failed lookup changes nothing.
+    async fn check(&self, env: &Env) -> Option<Stop> {
+        let cancel =
+            shared::nats::last_on_subject::<CancelCommand>(&env.axon, self.cancel_subject.clone());
+        let started =
+            shared::nats::last_on_subject_at::<IgnoredAny>(&env.axon, self.started_subject.clone());
+        match tokio::join!(cancel, started) {
+            (Ok(Some(_)), _) => Some(Stop::Cancel),
+            (_, Ok(Some((last, _)))) if last != self.own => {
+                tracing::warn!(subject = %self.started_subject, "a newer run started this task; stopping this one without a report");
+                Some(Stop::Superseded)
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot check the stored cancel and start; the live cancel still counts");
+                None
+            }
+            _ => None,
         }
     }
 }

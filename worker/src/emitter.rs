@@ -1,5 +1,6 @@
 //! Publishes one attempt's events to `axon.evt.*`, in order, with JetStream acks in flight.
 //! A failed ack is retried with the same `Nats-Msg-Id`, so JetStream stores each event once.
+//! Message ids name the run (an id minted per emitter), so two runs never share one.
 //!
 //! Invariant: a publish first takes a permit of the process-wide [`AckBudget`], and a task
 //! of the attempt's own awaits each ack as it comes and frees its permit, so the acks
@@ -7,22 +8,28 @@
 //! attempts and their event rates, and no publish waits for a permit nobody frees.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::{HeaderMap, header};
 use bytes::Bytes;
-use shared::events::TaskEvent;
 use shared::events::wire::WorkerEvent;
+use shared::events::{EventKind, TaskEvent};
 use shared::ids::{TaskId, TenantId};
 use shared::names;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Acks one process awaits at once, below async-nats's 5,000 per client (which leaves
 /// room for the other publishers sharing the client).
 const PROCESS_ACKS: usize = 4_000;
+
+/// The header that names the subject `Nats-Expected-Last-Subject-Sequence` applies to
+/// (NATS 2.11), so an event can be stored only while the task's last start is a known one.
+const EXPECTED_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// The worker is shutting down before an event could be stored.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +50,13 @@ struct Outbound {
     subject: String,
     msg_id: String,
     payload: Bytes,
+    /// Store only if this is the stream sequence of the task's last `started` (0: none).
+    guard: Option<u64>,
 }
+
+/// Another run claimed the attempt first.
+#[derive(Debug)]
+pub struct Taken;
 
 /// A published event whose ack is awaited, with the permit it holds until then.
 struct InFlight {
@@ -57,6 +70,8 @@ struct InFlight {
 struct Publisher {
     js: Context,
     task_id: TaskId,
+    /// The task's `started` subject, which guarded publishes check.
+    started_subject: String,
     shutdown: CancellationToken,
 }
 
@@ -65,6 +80,11 @@ pub struct Emitter {
     publisher: Publisher,
     tenant_id: TenantId,
     attempt: u32,
+    /// This run's id, in every message id.
+    run: Uuid,
+    /// The stream sequence of the task's last `started` as this run knows it: the one
+    /// before its claim, then its own.
+    started: AtomicU64,
     budget: AckBudget,
     /// Events published so far (serializes publishing, so ids follow the order).
     sent: Mutex<u64>,
@@ -74,19 +94,22 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    /// A publisher for `attempt` of a task; `shutdown` ends retries. It spawns the task
-    /// that awaits its acks, which ends with the emitter.
+    /// A publisher for `attempt` of a task, which the `started` event at stream sequence
+    /// `previous` (0: none) preceded; `shutdown` ends retries. It spawns the task that
+    /// awaits its acks, which ends with the emitter.
     pub fn new(
         js: Context,
         task_id: TaskId,
         tenant_id: TenantId,
         attempt: u32,
+        previous: u64,
         budget: AckBudget,
         shutdown: CancellationToken,
     ) -> Self {
         let publisher = Publisher {
             js,
             task_id,
+            started_subject: names::event_subject(tenant_id, task_id, EventKind::Started),
             shutdown,
         };
         let (in_flight, acks) = mpsc::unbounded_channel();
@@ -96,6 +119,8 @@ impl Emitter {
             publisher,
             tenant_id,
             attempt,
+            run: Uuid::now_v7(),
+            started: AtomicU64::new(previous),
             budget,
             sent: Mutex::new(0),
             in_flight,
@@ -103,9 +128,36 @@ impl Emitter {
         }
     }
 
-    /// Publishes an event stamped now; waits only while the process has too many acks
-    /// in flight.
-    pub async fn emit(&self, event: TaskEvent) -> Result<(), ShuttingDown> {
+    /// This run's id.
+    pub fn run(&self) -> Uuid {
+        self.run
+    }
+
+    /// Claims the attempt: publishes `started` only if the task's last start is still the
+    /// one before this run, and waits until it is stored. Returns its stream sequence, or
+    /// [`Taken`] if another run started first. Call it before any other publish.
+    pub async fn claim(&self, started: TaskEvent) -> Result<Result<u64, Taken>, ShuttingDown> {
+        let outbound = self.outbound(started, 0, true);
+        let claimed = self.publisher.guarded(&outbound).await?;
+        if let Ok(own) = claimed {
+            self.started.store(own, Ordering::Relaxed);
+        }
+        Ok(claimed)
+    }
+
+    /// Publishes the terminal event after every earlier one is stored, only if this run's
+    /// start is still the task's last, and waits until it is stored; [`Taken`] if a newer
+    /// run started meanwhile (this run's command went to another worker).
+    pub async fn finish(&self, terminal: TaskEvent) -> Result<Result<(), Taken>, ShuttingDown> {
+        self.flush().await?;
+        let index = *self.sent.lock().await + 1;
+        let outbound = self.outbound(terminal, index, true);
+        Ok(self.publisher.guarded(&outbound).await?.map(drop))
+    }
+
+    /// An event as published; `guarded` ones are stored only if the task's last start is
+    /// still the one this run knows.
+    fn outbound(&self, event: TaskEvent, index: u64, guarded: bool) -> Outbound {
         let task_id = self.publisher.task_id;
         let wire = WorkerEvent {
             task_id,
@@ -114,18 +166,26 @@ impl Emitter {
             ts: shared::time::now_ts(),
             event,
         };
-        let payload = serde_json::to_vec(&wire).expect("worker events always serialize");
+        Outbound {
+            subject: names::event_subject(self.tenant_id, task_id, wire.event.kind()),
+            msg_id: format!("{task_id}:{}:{index}", self.run),
+            payload: serde_json::to_vec(&wire)
+                .expect("worker events always serialize")
+                .into(),
+            guard: guarded.then(|| self.started.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Publishes an event stamped now; waits only while the process has too many acks
+    /// in flight.
+    pub async fn emit(&self, event: TaskEvent) -> Result<(), ShuttingDown> {
         let mut sent = self.sent.lock().await;
         let permit = tokio::select! {
             permit = self.budget.0.clone().acquire_owned() => permit.map_err(|_| ShuttingDown)?,
             () = self.publisher.shutdown.cancelled() => return Err(ShuttingDown),
         };
         *sent += 1;
-        let outbound = Outbound {
-            subject: names::event_subject(self.tenant_id, task_id, wire.event.kind()),
-            msg_id: format!("{task_id}:{}:{}", self.attempt, *sent),
-            payload: payload.into(),
-        };
+        let outbound = self.outbound(event, *sent, false);
         let ack = self.publisher.send(&outbound).await?;
         self.in_flight
             .send(InFlight {
@@ -174,7 +234,14 @@ impl Publisher {
         let mut backoff = Duration::from_millis(50);
         loop {
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", outbound.msg_id.as_str());
+            headers.insert(header::NATS_MESSAGE_ID, outbound.msg_id.as_str());
+            if let Some(last) = outbound.guard {
+                headers.insert(
+                    header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    last.to_string().as_str(),
+                );
+                headers.insert(EXPECTED_SUBJECT, self.started_subject.as_str());
+            }
             match self
                 .js
                 .publish_with_headers(outbound.subject.clone(), headers, outbound.payload.clone())
@@ -199,6 +266,23 @@ impl Publisher {
                     tracing::warn!(task_id = %self.task_id, error = %e, "no ack; publishing again");
                     self.pause(&mut backoff).await?;
                     ack = self.send(&outbound).await?;
+                }
+            }
+        }
+    }
+
+    /// Publishes a guarded `outbound` until it is stored or refused. A retry after a lost
+    /// ack is answered as a duplicate of the stored message (its id is checked before the
+    /// guard), so a run never mistakes its own publish for another's.
+    async fn guarded(&self, outbound: &Outbound) -> Result<Result<u64, Taken>, ShuttingDown> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.send(outbound).await?.await {
+                Ok(ack) => return Ok(Ok(ack.sequence)),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(Err(Taken)),
+                Err(e) => {
+                    tracing::warn!(task_id = %self.task_id, error = %e, "no ack; publishing again");
+                    self.pause(&mut backoff).await?;
                 }
             }
         }

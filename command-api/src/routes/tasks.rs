@@ -1,6 +1,7 @@
 //! `POST /mcp/start_task` and `POST /mcp/tasks/{id}/cancel`.
 
-use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::{HeaderMap, header};
 use axum::extract::State as Extract;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -142,7 +143,7 @@ pub async fn start_task(
         stream_url: format!("/mcp/tasks/{task_id}/stream"),
         resume_token: resume::issue(&state.settings.hmac_secret, tenant, task_id),
     };
-    // A key older than JetStream's dedup window: the projector has long recorded its task.
+    // A start older than AXON's retention: the projector has long recorded its task.
     if body.idempotency_key.is_some() && stored_state(state, tenant, task_id).await?.is_some() {
         return Ok(answer);
     }
@@ -157,11 +158,14 @@ pub async fn start_task(
         idempotency_key: body.idempotency_key,
         max_attempts: state.settings.max_attempts,
     };
+    // Create-only: JetStream stores the start only if its subject (one per task) has none,
+    // so a retry long after the dedup window, while the projector lags, is still one task.
     publish(
         state,
         names::start_subject(tenant, task_id),
         task_id.to_string(),
         &command,
+        Some(0),
     )
     .await?;
     Ok(answer)
@@ -217,6 +221,7 @@ pub async fn cancel_task(state: &State, tenant: TenantId, task_id: TaskId) -> Re
         names::cancel_subject(tenant, task_id),
         msg_id,
         &command,
+        None,
     )
     .await
 }
@@ -238,23 +243,34 @@ async fn stored_state(
 }
 
 /// Publishes a command and waits for JetStream to store it (deduplicated by `msg_id`).
+/// With `expected_last` JetStream stores it only if that is the last sequence on its
+/// subject (0: none); a refusal means the command is there already, which is success.
 async fn publish<T: Serialize>(
     state: &State,
     subject: String,
     msg_id: String,
     command: &T,
+    expected_last: Option<u64>,
 ) -> Result<(), ApiError> {
     let payload = serde_json::to_vec(command).map_err(|e| ApiError::unavailable("encoder", e))?;
     let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", msg_id.as_str());
-    state
+    headers.insert(header::NATS_MESSAGE_ID, msg_id.as_str());
+    if let Some(last) = expected_last {
+        headers.insert(
+            header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            last.to_string().as_str(),
+        );
+    }
+    let ack = state
         .js
         .publish_with_headers(subject, headers, payload.into())
         .await
-        .map_err(|e| ApiError::unavailable("nats", e))?
-        .await
         .map_err(|e| ApiError::unavailable("nats", e))?;
-    Ok(())
+    match ack.await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(()),
+        Err(e) => Err(ApiError::unavailable("nats", e)),
+    }
 }
 
 #[cfg(test)]
