@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is missing and starts NATS JetStream, PostgreSQL and Redis on loopback,
 # with all data under .data/ of the project. Safe to run twice: running services are reused.
-# Prints the environment to use them and writes it to .data/services.env.
+# Creates the secrets once (.data/secrets.env, mode 0600), the unprivileged account shell
+# tasks run under, and a PostgreSQL application role with a password (no `trust` over TCP).
+# Writes the environment to use them to .data/services.env (mode 0600) and prints it with
+# the passwords masked.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,14 +69,44 @@ run_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# Secrets are made once, at install, into a file only this user can read.
+secrets=$data/secrets.env
+ensure_secrets() {
+  (umask 077 && touch "$secrets")
+  chmod 600 "$secrets"
+  local name
+  for name in HMAC_SECRET PG_SUPERUSER_PASSWORD PG_APP_PASSWORD; do
+    grep -q "^export $name=" "$secrets" ||
+      printf 'export %s=%s\n' "$name" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$secrets"
+  done
+  # shellcheck disable=SC1090
+  source "$secrets"
+}
+
+# Over TCP every role needs its password (SCRAM); the socket directory is private to the
+# server's user, so `trust` there reaches nobody else. Rewritten on every run, so an older
+# install that trusted loopback is closed too.
+write_pg_hba() {
+  cat >"$1/pg_hba.conf" <<HBA
+local all all trust
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+HBA
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$1/pg_hba.conf"
+  return 0
+}
+
 start_postgres() {
   local bin pgdata="$data/pg" sock="$data/pg-run"
   bin=$(pg_bin)
   mkdir -p "$pgdata" "$sock"
+  chmod 700 "$sock"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$pgdata" "$sock" && chmod 700 "$pgdata"
   if [ ! -f "$pgdata/PG_VERSION" ]; then
-    run_pg "$bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 >/dev/null
+    run_pg "$bin/initdb" -D "$pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      -E UTF8 >/dev/null
   fi
+  write_pg_hba "$pgdata"
   if port_open "$pg_port"; then
     log "PostgreSQL already on :$pg_port"
   else
@@ -81,9 +114,30 @@ start_postgres() {
       -o "-p $pg_port -k $sock -c listen_addresses=127.0.0.1 -c max_connections=500"
     log "PostgreSQL started on :$pg_port"
   fi
-  if ! psql -h 127.0.0.1 -p "$pg_port" -U postgres -Atc "select 1 from pg_database where datname='axontask'" | grep -q 1; then
-    psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "create database axontask" >/dev/null
-  fi
+  # The application role owns only AxonTask's database; the superuser's password is for
+  # administration (tests create a database each).
+  psql -h "$sock" -p "$pg_port" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
+SELECT pg_reload_conf();
+ALTER ROLE postgres PASSWORD '$PG_SUPERUSER_PASSWORD';
+SELECT 'CREATE ROLE axon LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'axon')
+\\gexec
+ALTER ROLE axon LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$PG_APP_PASSWORD';
+SELECT 'CREATE DATABASE axontask OWNER axon'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'axontask')
+\\gexec
+ALTER DATABASE axontask OWNER TO axon;
+SQL
+  # Tables an older install made as the superuser pass to the application role.
+  psql -h "$sock" -p "$pg_port" -U postgres -d axontask -qAt -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+ALTER SCHEMA public OWNER TO axon;
+DO $$
+DECLARE t record;
+BEGIN
+  FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tableowner <> 'axon' LOOP
+    EXECUTE format('ALTER TABLE public.%I OWNER TO axon', t.tablename);
+  END LOOP;
+END $$;
+SQL
 }
 
 start_redis() {
@@ -95,15 +149,36 @@ start_redis() {
   log "Redis started on :$redis_port"
 }
 
+# Shell tasks run in the group of this unprivileged account, each under a user id of its
+# own (SHELL_UIDS); the worker refuses the shell adapter without it.
+ensure_shell_user() {
+  local user=${SHELL_USER:-axon-task}
+  getent group "$user" >/dev/null && return
+  log "creating the unprivileged account $user for shell tasks"
+  as_root useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin "$user"
+}
+
 install_missing
+ensure_secrets
+ensure_shell_user
+# Nothing under the data folder is for shell tasks to read; PostgreSQL (its own user when
+# run as root) may pass through to its directory.
+if [ "$(id -u)" = 0 ]; then chgrp postgres "$data" && chmod 710 "$data"; else chmod 700 "$data"; fi
 start_nats
 start_postgres
 start_redis
 
-cat >"$data/services.env" <<ENV
+(umask 077 && cat >"$data/services.env" <<ENV
 export NATS_URL=nats://127.0.0.1:$nats_port
-export DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/axontask
+export DATABASE_URL=postgres://axon:$PG_APP_PASSWORD@127.0.0.1:$pg_port/axontask
+export AXON_ADMIN_DATABASE_URL=postgres://postgres:$PG_SUPERUSER_PASSWORD@127.0.0.1:$pg_port/postgres
+export HMAC_SECRET=$HMAC_SECRET
 export REDIS_URL=redis://127.0.0.1:$redis_port
 export AXON_NATS_SERVER=$data/nats/bin/nats-server
 ENV
-cat "$data/services.env"
+)
+chmod 600 "$data/services.env"
+# The URLs without their passwords (they stay in the file, mode 0600).
+sed -E 's#://([^:/@]+):[^@]*@#://\1:***@#; s#^(export HMAC_SECRET=).*#\1***#' "$data/services.env"
+log "source $data/services.env to use them"

@@ -12,11 +12,6 @@ bash scripts/services.sh >/dev/null
 # shellcheck disable=SC1091
 source "$data/services.env"
 
-if [ ! -f "$data/secrets.env" ]; then
-  printf 'export HMAC_SECRET=%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$data/secrets.env"
-fi
-# shellcheck disable=SC1091
-source "$data/secrets.env"
 export API_HOST=${API_HOST:-127.0.0.1}
 export API_PORT=${API_PORT:-8080}
 export ADAPTERS_ENABLED=${ADAPTERS_ENABLED:-mock,shell}

@@ -171,3 +171,22 @@ pub fn attempts(events: &[Value]) -> Vec<u64> {
         .filter_map(|e| e["payload"]["attempt"].as_u64())
         .collect()
 }
+
+/// Reads `stream` up to its first `stdout` line and parses it (a pid, a uid).
+pub async fn first_stdout<T>(
+    mut stream: impl Stream<Item = Value> + Unpin,
+) -> anyhow::Result<(T, impl Stream<Item = Value> + Unpin)>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    loop {
+        let event = tokio::time::timeout(PATIENCE, stream.next())
+            .await?
+            .context("the stream ended before any stdout line")?;
+        if event["kind"] == "stdout" {
+            let line = event["payload"]["line"].as_str().unwrap_or_default();
+            return Ok((line.trim().parse()?, stream));
+        }
+    }
+}

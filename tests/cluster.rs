@@ -105,8 +105,15 @@ impl Cluster {
             workspace().join("target").join(profile).join("axontask"),
             "build it first: `cargo build -p axontask` (scripts/test.sh does), with --release for benchmarks",
         );
-        let admin_url = std::env::var("DATABASE_URL")
+        // A database per cluster, made by the superuser and owned by the application role.
+        let admin_url = std::env::var("AXON_ADMIN_DATABASE_URL")
+            .with_context(|| format!("AXON_ADMIN_DATABASE_URL is not set; {hint}"))?;
+        let app_url = std::env::var("DATABASE_URL")
             .with_context(|| format!("DATABASE_URL is not set; {hint}"))?;
+        let owner = reqwest::Url::parse(&app_url)
+            .context("DATABASE_URL is not a URL")?
+            .username()
+            .to_owned();
 
         let nats_port = free_port();
         let nats = Command::new(nats_bin)
@@ -130,12 +137,14 @@ impl Cluster {
         let db_name = format!("axon_test_{}", uuid::Uuid::now_v7().simple());
         let admin = sqlx::PgPool::connect(&admin_url)
             .await
-            .with_context(|| format!("connecting to DATABASE_URL; {hint}"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
-            .execute(&admin)
-            .await?;
+            .with_context(|| format!("connecting to AXON_ADMIN_DATABASE_URL; {hint}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {db_name} OWNER \"{owner}\""
+        )))
+        .execute(&admin)
+        .await?;
         admin.close().await;
-        let database_url = replace_db(&admin_url, &db_name);
+        let database_url = replace_db(&app_url, &db_name);
 
         let nats_url = format!("nats://127.0.0.1:{nats_port}");
         let redis_url = format!("redis://127.0.0.1:{redis_port}");

@@ -13,9 +13,11 @@ mod procs;
 use std::time::Duration;
 
 pub use checks::assert_chain;
-pub use client::{attempts, collect_to_end, is_terminal, kinds, open_sse, until_kind};
-pub use cluster::{Cluster, Options};
-pub use procs::{alive, parent};
+pub use client::{
+    attempts, collect_to_end, first_stdout, is_terminal, kinds, open_sse, until_kind,
+};
+pub use cluster::{Cluster, Options, workspace};
+pub use procs::{alive, all_processes_of, parent, processes_of};
 
 /// How long a test waits for anything before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);

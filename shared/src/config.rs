@@ -71,6 +71,30 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// `SHELL_KILL_GRACE_MS` (default 5000): SIGTERM to SIGKILL on cancel or timeout.
     pub kill_grace: Duration,
+    /// The shell adapter's sandbox.
+    pub shell: ShellConfig,
+}
+
+/// Where and how shell tasks run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellConfig {
+    /// `SHELL_USER` (default `axon-task`): the unprivileged account whose group shell
+    /// tasks run in (the install script creates it).
+    pub user: String,
+    /// `SHELL_UIDS` (default `2000000-2000999`): user ids for runs, one per running task,
+    /// so no task can read another's files or processes. No account may use them.
+    pub uids: (u32, u32),
+    /// `SHELL_WORK_DIR` (default `/var/lib/axontask/tasks`): the private working
+    /// directories of runs are made (and removed) in it.
+    pub work_dir: String,
+    /// `SHELL_MAX_PROCS` (default 256): processes (and threads) one task may have at once.
+    pub max_procs: u32,
+    /// `SHELL_MAX_MEMORY_MB` (default 4096): address space of each process of a task.
+    pub max_memory_mb: u64,
+    /// `SHELL_MAX_CPU_S` (default 3600): CPU seconds each process of a task may use.
+    pub max_cpu_s: u64,
+    /// `SHELL_MAX_FILE_MB` (default 1024): the largest file a task may write.
+    pub max_file_mb: u64,
 }
 
 impl Config {
@@ -116,6 +140,17 @@ impl Config {
                 ack_wait: Duration::from_secs(env.positive("WORKER_ACK_WAIT_S", 30)?),
                 max_attempts: env.positive("TASK_MAX_ATTEMPTS", 3)?,
                 kill_grace: Duration::from_millis(env.positive("SHELL_KILL_GRACE_MS", 5000)?),
+                shell: ShellConfig {
+                    user: env.get("SHELL_USER").unwrap_or_else(|| "axon-task".into()),
+                    uids: env.range("SHELL_UIDS", (2_000_000, 2_000_999))?,
+                    work_dir: env
+                        .get("SHELL_WORK_DIR")
+                        .unwrap_or_else(|| "/var/lib/axontask/tasks".into()),
+                    max_procs: env.positive("SHELL_MAX_PROCS", 256)?,
+                    max_memory_mb: env.positive("SHELL_MAX_MEMORY_MB", 4096)?,
+                    max_cpu_s: env.positive("SHELL_MAX_CPU_S", 3600)?,
+                    max_file_mb: env.positive("SHELL_MAX_FILE_MB", 1024)?,
+                },
             },
             mcp: McpConfig {
                 allowed_origins: env.list("MCP_ALLOWED_ORIGINS", ""),
@@ -176,6 +211,25 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
                 var,
                 reason: "must be greater than zero".into(),
             })
+        }
+    }
+
+    /// An inclusive range `FIRST-LAST` of ids above 1000 (below are system accounts).
+    fn range(&self, var: &'static str, default: (u32, u32)) -> Result<(u32, u32), Error> {
+        let Some(text) = self.get(var) else {
+            return Ok(default);
+        };
+        let parsed = text
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        match parsed {
+            Some((first, last)) if 1000 < first && first <= last => Ok((first, last)),
+            _ => Err(Error {
+                var,
+                reason: format!(
+                    "'{text}' is not a range FIRST-LAST of ids above 1000, e.g. 2000000-2000999"
+                ),
+            }),
         }
     }
 
@@ -283,6 +337,9 @@ mod tests {
             ("MCP_ALLOWED_HOSTS", " , "),
             ("TASK_MAX_TIMEOUT_S", "0"),
             ("TASK_DEFAULT_TIMEOUT_S", "999999999"),
+            ("SHELL_UIDS", "5-1"),
+            ("SHELL_UIDS", "0-100"),
+            ("SHELL_MAX_PROCS", "0"),
         ] {
             let err = load(&[(var, value)]).expect_err("invalid");
             assert_eq!(err.var, var, "{err}");

@@ -3,23 +3,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{Cluster, Options, alive, assert_chain, collect_to_end, eventually, kinds, until_kind};
-use futures::{Stream, StreamExt};
-use serde_json::{Value, json};
-
-/// Reads a stream up to its first `stdout` line, the pid the task printed.
-async fn first_line_as_pid(
-    mut stream: impl Stream<Item = Value> + Unpin,
-) -> anyhow::Result<(i32, impl Stream<Item = Value> + Unpin)> {
-    loop {
-        let event = tokio::time::timeout(e2e::PATIENCE, stream.next())
-            .await?
-            .expect("an event");
-        if event["kind"] == "stdout" {
-            let pid = event["payload"]["line"].as_str().expect("a line").parse()?;
-            return Ok((pid, stream));
-        }
-    }
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn cancel_stops_a_running_process_within_two_seconds() -> anyhow::Result<()> {
@@ -27,7 +11,7 @@ async fn cancel_stops_a_running_process_within_two_seconds() -> anyhow::Result<(
     let task = cluster
         .start_task(json!({"name": "sleeper", "adapter": "shell", "args": {"command": "echo $$; exec sleep 60"}}))
         .await?;
-    let (pid, stream) = first_line_as_pid(cluster.sse(&task, "", None).await?).await?;
+    let (pid, stream) = e2e::first_stdout::<i32>(cluster.sse(&task, "", None).await?).await?;
     assert!(alive(pid), "sleep 60 runs as pid {pid}");
     let asked = Instant::now();
     let (status, body) = cluster.cancel(&task).await?;
@@ -60,7 +44,7 @@ async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() -> an
     let task = cluster
         .start_task(json!({"name": "stubborn", "adapter": "shell", "args": {"command": "trap '' TERM; echo $$; exec sleep 60"}}))
         .await?;
-    let (pid, stream) = first_line_as_pid(cluster.sse(&task, "", None).await?).await?;
+    let (pid, stream) = e2e::first_stdout::<i32>(cluster.sse(&task, "", None).await?).await?;
     let asked = Instant::now();
     assert_eq!(cluster.cancel(&task).await?.0, 200);
     let rest = e2e::collect_to_end(stream).await?;
@@ -86,15 +70,15 @@ async fn output_after_the_process_exits_is_read_until_it_goes_silent() -> anyhow
     // `setsid` leaves the task's process group, so this child outlives the task and keeps
     // its stdout open: its late lines (3 s of them) are all read, then the task ends once
     // the output stays silent (2 s), though the child lives on. The task exits only once
-    // the child has left its group (the file `detached` says so).
-    let scratch = tempfile::tempdir()?;
+    // the child has left its group (the file `detached`, in the task's own directory,
+    // says so).
     let command = "setsid sh -c 'touch detached; \
                    for i in 1 2 3 4 5 6; do sleep 0.5; echo late$i; done; sleep 8' & \
                    while [ ! -e detached ]; do sleep 0.01; done; echo started";
     let task = cluster
         .start_task(json!({
             "name": "daemon", "adapter": "shell",
-            "args": {"command": command, "cwd": scratch.path()}
+            "args": {"command": command}
         }))
         .await?;
     let begun = Instant::now();

@@ -15,5 +15,6 @@ mod pipeline;
 mod reads;
 mod resume;
 mod runs;
+mod sandbox;
 mod stream_loss;
 mod timeouts;

@@ -59,7 +59,7 @@ async fn a_shell_task_reports_lines_and_its_exit_code() -> anyhow::Result<()> {
     };
     assert_eq!(
         lines("stdout"),
-        ["one", "two", "hi", "4096", "0", "0"],
+        ["one", "two", "hi", "1024", "0", "0"],
         "the server's secrets are not passed on"
     );
     assert_eq!(lines("stderr"), ["bad \u{fffd} byte"]);

@@ -248,7 +248,8 @@ async fn supervise(
         args,
         emitter,
         stop.clone(),
-        tuning.kill_grace
+        tuning.kill_grace,
+        env.sandbox.as_ref(),
     ));
     let mut reason = None;
     let outcome = loop {

@@ -9,6 +9,7 @@
 pub mod adapters;
 mod attempt;
 pub mod emitter;
+pub mod sandbox;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,9 @@ pub enum Error {
     /// NATS failed.
     #[error(transparent)]
     Nats(#[from] shared::nats::Error),
+    /// The shell adapter is enabled but tasks cannot be isolated here.
+    #[error("shell sandbox: {0}")]
+    Sandbox(String),
 }
 
 /// What every attempt needs.
@@ -50,6 +54,8 @@ pub(crate) struct Env {
     pub running: Arc<Mutex<HashSet<TaskId>>>,
     /// The publish acks all attempts may await at once.
     pub acks: emitter::AckBudget,
+    /// Where shell tasks run (when the shell adapter is enabled).
+    pub sandbox: Option<Arc<sandbox::Sandbox>>,
 }
 
 /// The worker's settings.
@@ -82,13 +88,21 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Creates (or updates) the shared durable consumer.
+    /// Prepares the shell sandbox (if shell is enabled) and creates (or updates) the
+    /// shared durable consumer.
     pub async fn create(
         client: async_nats::Client,
         js: Context,
         axon: Stream,
         settings: Settings,
     ) -> Result<Self, Error> {
+        let sandbox = if settings.adapters_enabled.iter().any(|a| a == "shell") {
+            let prepared =
+                sandbox::Sandbox::prepare(&settings.tuning.shell).map_err(Error::Sandbox)?;
+            Some(Arc::new(prepared))
+        } else {
+            None
+        };
         let consumer = axon
             .create_consumer(consumer_config(&settings.tuning))
             .await
@@ -101,6 +115,7 @@ impl Worker {
                 settings: Arc::new(settings),
                 running: Arc::default(),
                 acks: emitter::AckBudget::default(),
+                sandbox,
             },
             consumer,
         })
@@ -112,6 +127,9 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.ctx.settings.tuning.concurrency));
         let running = TaskTracker::new();
+        if let Some(sandbox) = &self.ctx.sandbox {
+            running.spawn(sandbox.clone().sweep(shutdown.clone()));
+        }
         self.take_commands(&slots, &running, &shutdown).await;
         running.close();
         running.wait().await;

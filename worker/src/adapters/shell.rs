@@ -1,9 +1,11 @@
-//! `shell`: runs a command in its own process group, with a scrubbed environment and
-//! resource limits; one `stdout`/`stderr` event per line. Stop sends SIGTERM to the group,
-//! then SIGKILL after the grace period.
+//! `shell`: runs a command in a sandbox cell (a user id and directory of its own, limits;
+//! see [`crate::sandbox`]), in its own process group, with a scrubbed environment; one
+//! `stdout`/`stderr` event per line. Stop sends SIGTERM to the group, then SIGKILL to
+//! every process of the cell after the grace period; when the task ends, whatever it left
+//! running dies with its cell.
 
-use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -12,36 +14,52 @@ use serde_json::json;
 use shared::adapters::{ShellArgs, ShellCommand};
 use shared::events::TaskEvent;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use super::lines::Lines;
 use crate::emitter::{Emitter, ShuttingDown};
+use crate::sandbox::{Cell, Sandbox};
 
-/// The only environment a task inherits, besides its own `env`.
-const BASE_ENV: [(&str, &str); 3] = [
-    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-    ("LANG", "C.UTF-8"),
-    ("HOME", "/tmp"),
-];
-/// Applied by `/bin/sh` before it execs the command: no core dumps, at most 4096 open
-/// files, files of at most 4 GiB.
-const LIMITS: &str = "ulimit -c 0; ulimit -n 4096; ulimit -f 4194304; exec \"$@\"";
-/// Kills the task if the worker dies (util-linux; used when present).
-const SETPRIV: &str = "/usr/bin/setpriv";
 /// After the process ended, its output is read to the end unless the pipe stays silent
 /// this long (a process outside its group holds it open).
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// Runs the shell task.
+/// Runs the shell task in a cell of `sandbox`.
 pub async fn run(
     args: ShellArgs,
     out: &Emitter,
     stop: CancellationToken,
     kill_grace: Duration,
+    sandbox: &Arc<Sandbox>,
 ) -> Result<Outcome, ShuttingDown> {
-    let mut child = match command(&args).spawn() {
+    let cell = match sandbox.open().await {
+        Ok(cell) => cell,
+        Err(e) => {
+            return Ok(Outcome::Finished(TaskEvent::Failed {
+                error: format!("cannot prepare the task's sandbox: {e}"),
+                exit_code: None,
+            }));
+        }
+    };
+    let outcome = run_in(&cell, args, out, stop, kill_grace).await;
+    cell.close().await;
+    outcome
+}
+
+async fn run_in(
+    cell: &Cell,
+    args: ShellArgs,
+    out: &Emitter,
+    stop: CancellationToken,
+    kill_grace: Duration,
+) -> Result<Outcome, ShuttingDown> {
+    let argv: Vec<String> = match args.command {
+        ShellCommand::Script(script) => vec!["/bin/sh".into(), "-c".into(), script],
+        ShellCommand::Argv(argv) => argv,
+    };
+    let mut child = match cell.command(&argv, &args.env, args.cwd.as_deref()).spawn() {
         Ok(child) => child,
         Err(e) => {
             return Ok(Outcome::Finished(TaskEvent::Failed {
@@ -65,7 +83,7 @@ pub async fn run(
         stdout.and(stderr)
     };
     let waited = async {
-        let status = wait_or_stop(&mut child, group, &stop, kill_grace).await;
+        let status = wait_or_stop(&mut child, cell, group, &stop, kill_grace).await;
         // Whatever the command left running in its group dies with it, so its pipes close.
         signal(group, Signal::SIGKILL);
         exited.cancel();
@@ -83,36 +101,11 @@ pub async fn run(
     })
 }
 
-fn command(args: &ShellArgs) -> Command {
-    let argv: Vec<String> = match &args.command {
-        ShellCommand::Script(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
-        ShellCommand::Argv(argv) => argv.clone(),
-    };
-    let mut command = if Path::new(SETPRIV).exists() {
-        let mut c = Command::new(SETPRIV);
-        c.args(["--pdeathsig", "KILL", "--", "/bin/sh"]);
-        c
-    } else {
-        Command::new("/bin/sh")
-    };
-    command
-        .args(["-c", LIMITS, "axontask-shell"])
-        .args(argv)
-        .env_clear()
-        .envs(BASE_ENV)
-        .envs(&args.env)
-        .current_dir(args.cwd.as_deref().unwrap_or("/tmp"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    command
-}
-
-/// Waits for the process; on stop, SIGTERM then SIGKILL to its group. `None` if stopped.
+/// Waits for the process; on stop, SIGTERM to its group, then SIGKILL to every process of
+/// the cell. `None` if stopped.
 async fn wait_or_stop(
     child: &mut Child,
+    cell: &Cell,
     group: Option<Pid>,
     stop: &CancellationToken,
     kill_grace: Duration,
@@ -126,7 +119,9 @@ async fn wait_or_stop(
         .await
         .is_err()
     {
-        signal(group, Signal::SIGKILL);
+        if let Err(e) = cell.kill_all().await {
+            tracing::error!(error = %e, "cannot kill a stopped task's processes");
+        }
         // The status does not matter any more; reaping avoids a zombie.
         let _reaped = child.wait().await;
     }
