@@ -75,7 +75,7 @@ ensure_secrets() {
   (umask 077 && touch "$secrets")
   chmod 600 "$secrets"
   local name
-  for name in HMAC_SECRET PG_SUPERUSER_PASSWORD PG_APP_PASSWORD; do
+  for name in HMAC_SECRET PG_SUPERUSER_PASSWORD PG_APP_PASSWORD REDIS_PASSWORD; do
     grep -q "^export $name=" "$secrets" ||
       printf 'export %s=%s\n' "$name" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$secrets"
   done
@@ -141,10 +141,36 @@ SQL
 }
 
 start_redis() {
-  if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then log "Redis already on :$redis_port"; return; fi
+  local maxmemory=${AXON_REDIS_MAXMEMORY:-256mb}
   mkdir -p "$data/redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port "$redis_port" --dir "$data/redis" \
-    --appendonly yes --pidfile "$data/redis.pid" --logfile "$data/redis.log" --save ""
+  # A replay cache (Postgres holds the log): it evicts the least recently used keys rather
+  # than grow or refuse writes. The password is in this file (mode 0600), never on a
+  # command line, which any local user could read.
+  (umask 077 && cat >"$data/redis.conf" <<CONF
+bind 127.0.0.1
+port $redis_port
+dir $data/redis
+appendonly yes
+save ""
+daemonize yes
+pidfile $data/redis.pid
+logfile $data/redis.log
+maxmemory $maxmemory
+maxmemory-policy allkeys-lru
+requirepass $REDIS_PASSWORD
+CONF
+  )
+  if port_open "$redis_port"; then
+    # A server an older run started gets the same settings now (through stdin).
+    if redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; then
+      printf 'CONFIG SET requirepass %s\n' "$REDIS_PASSWORD" | redis-cli -p "$redis_port" >/dev/null
+    fi
+    printf 'CONFIG SET maxmemory %s\nCONFIG SET maxmemory-policy allkeys-lru\n' "$maxmemory" |
+      REDISCLI_AUTH=$REDIS_PASSWORD redis-cli --no-auth-warning -p "$redis_port" >/dev/null
+    log "Redis already on :$redis_port"
+    return
+  fi
+  redis-server "$data/redis.conf"
   wait_port "$redis_port" redis-server
   log "Redis started on :$redis_port"
 }
@@ -174,11 +200,11 @@ export NATS_URL=nats://127.0.0.1:$nats_port
 export DATABASE_URL=postgres://axon:$PG_APP_PASSWORD@127.0.0.1:$pg_port/axontask
 export AXON_ADMIN_DATABASE_URL=postgres://postgres:$PG_SUPERUSER_PASSWORD@127.0.0.1:$pg_port/postgres
 export HMAC_SECRET=$HMAC_SECRET
-export REDIS_URL=redis://127.0.0.1:$redis_port
+export REDIS_URL=redis://:$REDIS_PASSWORD@127.0.0.1:$redis_port
 export AXON_NATS_SERVER=$data/nats/bin/nats-server
 ENV
 )
 chmod 600 "$data/services.env"
 # The URLs without their passwords (they stay in the file, mode 0600).
-sed -E 's#://([^:/@]+):[^@]*@#://\1:***@#; s#^(export HMAC_SECRET=).*#\1***#' "$data/services.env"
+sed -E 's#://([^:/@]*):[^@]*@#://\1:***@#; s#^(export HMAC_SECRET=).*#\1***#' "$data/services.env"
 log "source $data/services.env to use them"

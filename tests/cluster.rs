@@ -359,6 +359,11 @@ fn spawn_redis(port: u16, dir: &Path) -> anyhow::Result<Child> {
             &port.to_string(),
             "--save",
             "",
+            // As scripts/services.sh runs it: a replay cache that evicts, never refuses.
+            "--maxmemory",
+            "64mb",
+            "--maxmemory-policy",
+            "allkeys-lru",
         ])
         .arg("--dir")
         .arg(dir)

@@ -29,7 +29,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
         .await
         .context("connecting to DATABASE_URL")?;
     let (nats, js) = shared::nats::connect(&config.nats_url, "axontask").await?;
-    let streams = shared::nats::ensure_streams(&js).await?;
+    let streams = shared::nats::ensure_streams(&js, config.streams).await?;
     let redis_client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
     // Reconnects on its own after Redis restarts, retrying at least once a second.
     let redis_config =

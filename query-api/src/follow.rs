@@ -116,12 +116,13 @@ impl Follower {
     }
 
     /// Waits for a live event; every [`POLL`] reads the stores instead if the hub cannot
-    /// read Redis or showed an event this client has not got yet.
+    /// read Redis, showed an event this client has not got yet, or found the task's Redis
+    /// stream gone (evicted or flushed).
     async fn receive(&mut self) -> Result<(), crate::log::Error> {
         let received = tokio::select! {
             received = self.subscription.receiver.recv() => received,
             _ = self.poll.tick() => {
-                if self.state.hub.healthy() && self.seen < self.next {
+                if self.state.hub.healthy() && !self.subscription.vanished() && self.seen < self.next {
                     return Ok(());
                 }
                 Err(RecvError::Lagged(0))

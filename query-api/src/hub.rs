@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, Client};
 use shared::ids::TaskId;
 use shared::names;
 use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::Logged;
@@ -24,12 +25,19 @@ const CHANNEL: usize = 1024;
 const BLOCK_MS: u64 = 2000;
 /// Entries per stream per `XREAD`.
 const COUNT: usize = 1000;
+/// A topic without entries this long has its stream checked for existence.
+const IDLE: Duration = Duration::from_millis(BLOCK_MS);
 
 /// A followed task.
 struct Topic {
     sender: broadcast::Sender<Arc<Logged>>,
     /// The last `seq` the reader has read (None until a subscriber positions it).
     cursor: Option<u64>,
+    /// When the reader last got an entry of this task (or began following it).
+    active: Instant,
+    /// Set while the task's Redis stream is gone (evicted or flushed): no entry will come
+    /// from Redis for what it held, so clients read on from the stores.
+    vanished: Arc<AtomicBool>,
     /// Subscriptions alive, counted under the lock (a receiver count would see a leaving
     /// subscription's receiver still alive, so two leaving at once could both keep it).
     clients: usize,
@@ -57,6 +65,7 @@ pub struct Subscription {
     task: TaskId,
     /// Live entries for the task.
     pub receiver: broadcast::Receiver<Arc<Logged>>,
+    vanished: Arc<AtomicBool>,
 }
 
 impl Hub {
@@ -91,16 +100,20 @@ impl Hub {
         let topic = topics.entry(task).or_insert_with(|| Topic {
             sender: broadcast::channel(CHANNEL).0,
             cursor: None,
+            active: Instant::now(),
+            vanished: Arc::default(),
             clients: 0,
         });
         topic.clients += 1;
         let receiver = topic.sender.subscribe();
+        let vanished = topic.vanished.clone();
         metrics::gauge!("axon_hub_topics").set(topics.len() as f64);
         drop(topics);
         Subscription {
             hub: self.clone(),
             task,
             receiver,
+            vanished,
         }
     }
 
@@ -170,7 +183,31 @@ impl Hub {
             if let Some(reply) = reply {
                 self.broadcast(reply);
             }
+            self.check_idle(&mut conn).await?;
         }
+    }
+
+    /// Marks the topics idle for a while whose stream is gone, and clears the mark of
+    /// those whose stream is back: one pipelined `EXISTS` per idle topic.
+    async fn check_idle(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        let idle: Vec<(TaskId, Arc<AtomicBool>)> = self
+            .topics()
+            .iter()
+            .filter(|(_, topic)| topic.cursor.is_some() && topic.active.elapsed() >= IDLE)
+            .map(|(task, topic)| (*task, topic.vanished.clone()))
+            .collect();
+        if idle.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (task, _) in &idle {
+            pipe.exists(names::events_key(*task));
+        }
+        let exists: Vec<bool> = pipe.query_async(conn).await?;
+        for ((_, vanished), exists) in idle.iter().zip(exists) {
+            vanished.store(!exists, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn broadcast(&self, reply: StreamReadReply) {
@@ -195,6 +232,8 @@ impl Hub {
                 let logged = entry.get::<String>("data").and_then(Logged::parse);
                 if let (Some(seq), Some(logged)) = (seq, logged) {
                     topic.cursor = Some(seq);
+                    topic.active = Instant::now();
+                    topic.vanished.store(false, Ordering::Relaxed);
                     // No receiver just means every client left; the topic is dropped soon.
                     let _ = topic.sender.send(logged);
                 }
@@ -227,6 +266,12 @@ impl Hub {
 }
 
 impl Subscription {
+    /// Whether the task's Redis stream is gone, so live entries may not come for what the
+    /// client still lacks: it should read the stores.
+    pub fn vanished(&self) -> bool {
+        self.vanished.load(Ordering::Relaxed)
+    }
+
     /// Tells the hub this client has everything up to `seq`; the reader starts there if
     /// it does not follow the task yet.
     pub fn follow_from(&self, seq: u64) {

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+/// The longest `message` of a mock task.
+const MAX_MOCK_MESSAGE: usize = 1_000;
+
 /// Arguments of the `mock` adapter.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +80,11 @@ pub fn parse(adapter: &str, args: &Value) -> Result<AdapterArgs, String> {
                 return Err(
                     "mock args: steps may be at most 100000 and interval_ms at most 3600000".into(),
                 );
+            }
+            if mock.message.chars().count() > MAX_MOCK_MESSAGE {
+                return Err(format!(
+                    "mock args: message may be at most {MAX_MOCK_MESSAGE} characters"
+                ));
             }
             if mock.fail_at.is_some_and(|k| k == 0 || k > mock.steps) {
                 return Err(format!(

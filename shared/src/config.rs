@@ -7,6 +7,10 @@ use std::time::Duration;
 /// Adapters this build can run; `ADAPTERS_ENABLED` picks among them.
 pub const KNOWN_ADAPTERS: [&str; 2] = ["mock", "shell"];
 
+/// Secret values shown in `.env.example` and `docker-compose.yml`: refused, since anyone
+/// can read them there.
+const EXAMPLE_SECRETS: [&str; 1] = ["change-me-change-me-change-me-change-me"];
+
 /// A variable that is missing or malformed.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{var}: {reason}")]
@@ -38,6 +42,8 @@ pub struct Config {
     pub default_timeout_s: u32,
     /// `TASK_MAX_TIMEOUT_S` (default 604800, a week): the longest timeout a task may ask.
     pub max_timeout_s: u32,
+    /// How long the streams keep messages.
+    pub streams: StreamLimits,
     /// Worker tuning.
     pub worker: WorkerConfig,
     /// The MCP endpoint.
@@ -59,6 +65,25 @@ pub struct McpConfig {
     pub fixtures: bool,
 }
 
+/// How long JetStream keeps messages (applied when a role starts).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamLimits {
+    /// `AXON_MAX_AGE_S` (default 2592000, 30 days): commands and worker events. Keep it
+    /// well above any projector outage: what ages out before it was projected is lost.
+    pub axon_max_age: Duration,
+    /// `AXON_LOG_MAX_AGE_S` (default 604800, 7 days): chained events for other services.
+    pub log_max_age: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            axon_max_age: Duration::from_secs(30 * 24 * 3600),
+            log_max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
 /// How workers run tasks.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -71,6 +96,12 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// `SHELL_KILL_GRACE_MS` (default 5000): SIGTERM to SIGKILL on cancel or timeout.
     pub kill_grace: Duration,
+    /// `TASK_MAX_EVENTS` (default 1000000): events one run of a task may report; past it
+    /// the task fails.
+    pub max_events: u64,
+    /// `TASK_MAX_OUTPUT_BYTES` (default 268435456, 256 MiB): bytes of output lines one run
+    /// of a task may report; past it the task fails.
+    pub max_output_bytes: u64,
     /// The shell adapter's sandbox.
     pub shell: ShellConfig,
 }
@@ -135,11 +166,23 @@ impl Config {
             adapters_enabled: env.adapters()?,
             default_timeout_s: env.positive("TASK_DEFAULT_TIMEOUT_S", 3600)?,
             max_timeout_s: env.positive("TASK_MAX_TIMEOUT_S", 7 * 24 * 3600)?,
+            streams: StreamLimits {
+                axon_max_age: Duration::from_secs(env.positive(
+                    "AXON_MAX_AGE_S",
+                    StreamLimits::default().axon_max_age.as_secs(),
+                )?),
+                log_max_age: Duration::from_secs(env.positive(
+                    "AXON_LOG_MAX_AGE_S",
+                    StreamLimits::default().log_max_age.as_secs(),
+                )?),
+            },
             worker: WorkerConfig {
                 concurrency: env.positive("WORKER_CONCURRENCY", 32)?,
                 ack_wait: Duration::from_secs(env.positive("WORKER_ACK_WAIT_S", 30)?),
                 max_attempts: env.positive("TASK_MAX_ATTEMPTS", 3)?,
                 kill_grace: Duration::from_millis(env.positive("SHELL_KILL_GRACE_MS", 5000)?),
+                max_events: env.positive("TASK_MAX_EVENTS", 1_000_000)?,
+                max_output_bytes: env.positive("TASK_MAX_OUTPUT_BYTES", 256 << 20)?,
                 shell: ShellConfig {
                     user: env.get("SHELL_USER").unwrap_or_else(|| "axon-task".into()),
                     uids: env.range("SHELL_UIDS", (2_000_000, 2_000_999))?,
@@ -260,7 +303,13 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         if value.len() < 32 {
             return Err(Error {
                 var,
-                reason: "must be at least 32 characters (try: openssl rand -hex 32)".into(),
+                reason: "must be at least 32 bytes (try: openssl rand -hex 32)".into(),
+            });
+        }
+        if EXAMPLE_SECRETS.contains(&value.as_str()) {
+            return Err(Error {
+                var,
+                reason: "is the example value from .env.example or docker-compose.yml, which everyone knows; set your own (openssl rand -hex 32; scripts/services.sh makes one)".into(),
             });
         }
         Ok(value)
@@ -331,6 +380,7 @@ mod tests {
             ("REDIS_URL", "localhost:6379"),
             ("API_PORT", "eighty"),
             ("HMAC_SECRET", "short"),
+            ("HMAC_SECRET", "change-me-change-me-change-me-change-me"),
             ("ADAPTERS_ENABLED", "mock,docker"),
             ("WORKER_CONCURRENCY", "0"),
             ("MCP_CONFORMANCE_FIXTURES", "yes"),
@@ -340,6 +390,8 @@ mod tests {
             ("SHELL_UIDS", "5-1"),
             ("SHELL_UIDS", "0-100"),
             ("SHELL_MAX_PROCS", "0"),
+            ("TASK_MAX_EVENTS", "0"),
+            ("AXON_LOG_MAX_AGE_S", "-1"),
         ] {
             let err = load(&[(var, value)]).expect_err("invalid");
             assert_eq!(err.var, var, "{err}");

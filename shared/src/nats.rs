@@ -7,6 +7,7 @@ use async_nats::jetstream::stream::{Config as StreamConfig, DirectGetErrorKind, 
 use async_nats::jetstream::{self, Context, stream::Stream};
 use serde::de::DeserializeOwned;
 
+use crate::config::StreamLimits;
 use crate::names;
 
 /// A NATS failure.
@@ -57,25 +58,55 @@ pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, Conte
     Ok((client, js))
 }
 
-/// Creates streams `AXON` and `AXON_LOG` if they do not exist (every role calls this on start).
-pub async fn ensure_streams(js: &Context) -> Result<Streams, Error> {
-    let config = |name: &str, subjects: &[&str]| StreamConfig {
+/// Creates streams `AXON` and `AXON_LOG`, or brings their limits to `limits` (every role
+/// calls this on start).
+pub async fn ensure_streams(js: &Context, limits: StreamLimits) -> Result<Streams, Error> {
+    let config = |name: &str, subjects: &[&str], max_age| StreamConfig {
         name: name.to_owned(),
         subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
         storage: StorageType::File,
         allow_direct: true,
         duplicate_window: Duration::from_secs(120),
+        max_age,
         ..Default::default()
     };
-    let axon = js
-        .get_or_create_stream(config(names::STREAM_AXON, &names::AXON_SUBJECTS))
-        .await
-        .map_err(Error::nats)?;
-    let log = js
-        .get_or_create_stream(config(names::STREAM_AXON_LOG, &names::AXON_LOG_SUBJECTS))
-        .await
-        .map_err(Error::nats)?;
+    let axon = ensure(
+        js,
+        config(
+            names::STREAM_AXON,
+            &names::AXON_SUBJECTS,
+            limits.axon_max_age,
+        ),
+    )
+    .await?;
+    let log = ensure(
+        js,
+        config(
+            names::STREAM_AXON_LOG,
+            &names::AXON_LOG_SUBJECTS,
+            limits.log_max_age,
+        ),
+    )
+    .await?;
     Ok(Streams { axon, log })
+}
+
+/// Creates the stream of `config`, or updates its age limit if it differs.
+async fn ensure(js: &Context, config: StreamConfig) -> Result<Stream, Error> {
+    let mut stream = js
+        .get_or_create_stream(config.clone())
+        .await
+        .map_err(Error::nats)?;
+    let current = stream.info().await.map_err(Error::nats)?.config.clone();
+    if current.max_age != config.max_age {
+        js.update_stream(StreamConfig {
+            max_age: config.max_age,
+            ..current
+        })
+        .await
+        .map_err(Error::nats)?;
+    }
+    Ok(stream)
 }
 
 /// The first message on `subject` in `stream`, decoded; `None` if there is none.

@@ -68,6 +68,17 @@ async fn bad_requests_get_clear_errors_and_change_nothing() -> anyhow::Result<()
         400,
         "invalid_args",
     );
+    for args in [
+        json!({"message": "m".repeat(1_001)}),
+        json!({"steps": 100_001}),
+        json!({"interval_ms": 3_600_001}),
+    ] {
+        assert_error(
+            start(json!({"name": "x", "adapter": "mock", "args": args})).await?,
+            400,
+            "invalid_args",
+        );
+    }
     assert_error(
         start(json!({"name": "", "adapter": "mock"})).await?,
         400,

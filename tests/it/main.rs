@@ -4,6 +4,7 @@ mod bad_input;
 mod control;
 mod crash;
 mod fanout;
+mod limits;
 mod load;
 mod mcp_bad_input;
 mod mcp_clients;

@@ -79,6 +79,18 @@ async fn a_bad_setting_stops_start_up_naming_the_variable() -> anyhow::Result<()
         .await?;
     assert!(!ok);
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    // A secret everyone can read in .env.example or docker-compose.yml is refused.
+    let (ok, stderr) = cluster
+        .run_with_env(
+            &["serve", "--roles", "command-api"],
+            &[("HMAC_SECRET", "change-me-change-me-change-me-change-me")],
+        )
+        .await?;
+    assert!(!ok);
+    assert!(
+        stderr.contains("HMAC_SECRET") && stderr.contains("example value"),
+        "{stderr}"
+    );
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Env;
 use crate::adapters::Outcome;
-use crate::emitter::{Emitter, ShuttingDown, Taken};
+use crate::emitter::{Attempt, Emitter, Limits, ShuttingDown, Taken};
 
 /// What becomes of the start command.
 enum Verdict {
@@ -49,6 +49,7 @@ enum Stop {
     Timeout,
     Shutdown,
     Superseded,
+    OverLimit,
 }
 
 /// This process's claim on running a task, released on drop.
@@ -106,10 +107,16 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
     let attempt = previous.attempt + 1;
     let emitter = Emitter::new(
         env.js.clone(),
-        start.task_id,
-        start.tenant_id,
-        attempt,
-        previous.seq,
+        Attempt {
+            task_id: start.task_id,
+            tenant_id: start.tenant_id,
+            number: attempt,
+            previous: previous.seq,
+        },
+        Limits {
+            max_events: env.settings.tuning.max_events,
+            max_output_bytes: env.settings.tuning.max_output_bytes,
+        },
         env.acks.clone(),
         shutdown.clone(),
     );
@@ -266,13 +273,23 @@ async fn supervise(
             Some(_) = watch.cancels.next(), if reason.is_none() => reason = Some(Stop::Cancel),
             () = &mut timeout, if reason.is_none() => reason = Some(Stop::Timeout),
             () = shutdown.cancelled(), if reason.is_none() => reason = Some(Stop::Shutdown),
+            () = emitter.over_limit(), if reason.is_none() => reason = Some(Stop::OverLimit),
         }
         if reason.is_some() {
             stop.cancel();
         }
     };
+    if reason == Some(Stop::Superseded) {
+        return Ok(Verdict::Superseded);
+    }
+    // Past a limit the task failed, whether its adapter stopped or finished meanwhile.
+    if let Some(why) = emitter.exceeded() {
+        return Ok(Verdict::End(TaskEvent::Failed {
+            error: why.to_owned(),
+            exit_code: None,
+        }));
+    }
     Ok(match (outcome, reason) {
-        (_, Some(Stop::Superseded)) => Verdict::Superseded,
         (Outcome::Finished(terminal), _) => Verdict::End(terminal),
         (Outcome::Stopped, Some(Stop::Cancel)) => Verdict::End(TaskEvent::Canceled {}),
         (Outcome::Stopped, Some(Stop::Timeout)) => Verdict::End(TaskEvent::Timeout {}),

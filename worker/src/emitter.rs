@@ -7,8 +7,8 @@
 //! awaited at once stay below async-nats's limit per client whatever the number of
 //! attempts and their event rates, and no publish waits for a permit nobody frees.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::Context;
@@ -54,6 +54,35 @@ struct Outbound {
     guard: Option<u64>,
 }
 
+/// The attempt a run makes at a task.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The attempt's number: one more than the last stored start's.
+    pub number: u32,
+    /// The stream sequence of the last stored `started` (0: none).
+    pub previous: u64,
+}
+
+/// What one run may report.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events (`TASK_MAX_EVENTS`).
+    pub max_events: u64,
+    /// Bytes of output lines (`TASK_MAX_OUTPUT_BYTES`).
+    pub max_output_bytes: u64,
+}
+
+/// What the run reported so far, against its [`Limits`].
+#[derive(Default)]
+struct Usage {
+    events: u64,
+    output_bytes: u64,
+}
+
 /// Another run claimed the attempt first.
 #[derive(Debug)]
 pub struct Taken;
@@ -88,24 +117,32 @@ pub struct Emitter {
     budget: AckBudget,
     /// Events published so far (serializes publishing, so ids follow the order).
     sent: Mutex<u64>,
+    limits: Limits,
+    usage: std::sync::Mutex<Usage>,
+    /// Why the run went over its limits; fires `over`.
+    exceeded: OnceLock<String>,
+    over: CancellationToken,
     in_flight: mpsc::UnboundedSender<InFlight>,
     /// Events JetStream confirmed so far, in order.
     confirmed: watch::Receiver<u64>,
 }
 
 impl Emitter {
-    /// A publisher for `attempt` of a task, which the `started` event at stream sequence
-    /// `previous` (0: none) preceded; `shutdown` ends retries. It spawns the task that
-    /// awaits its acks, which ends with the emitter.
+    /// A publisher for `attempt`; `shutdown` ends retries. It spawns the task that awaits
+    /// its acks, which ends with the emitter.
     pub fn new(
         js: Context,
-        task_id: TaskId,
-        tenant_id: TenantId,
-        attempt: u32,
-        previous: u64,
+        attempt: Attempt,
+        limits: Limits,
         budget: AckBudget,
         shutdown: CancellationToken,
     ) -> Self {
+        let Attempt {
+            task_id,
+            tenant_id,
+            number: attempt,
+            previous,
+        } = attempt;
         let publisher = Publisher {
             js,
             task_id,
@@ -123,6 +160,10 @@ impl Emitter {
             started: AtomicU64::new(previous),
             budget,
             sent: Mutex::new(0),
+            limits,
+            usage: std::sync::Mutex::default(),
+            exceeded: OnceLock::new(),
+            over: CancellationToken::new(),
             in_flight,
             confirmed,
         }
@@ -176,9 +217,48 @@ impl Emitter {
         }
     }
 
+    /// Completes once the run went over its limits.
+    pub async fn over_limit(&self) {
+        self.over.cancelled().await;
+    }
+
+    /// Why the run went over its limits, if it did.
+    pub fn exceeded(&self) -> Option<&str> {
+        self.exceeded.get().map(String::as_str)
+    }
+
+    /// Counts `event` against the limits; false (and the run marked as over) past them.
+    fn within_limits(&self, event: &TaskEvent) -> bool {
+        let mut usage = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
+        usage.events += 1;
+        if let TaskEvent::Stdout { line } | TaskEvent::Stderr { line } = event {
+            usage.output_bytes += line.len() as u64;
+        }
+        let why = if usage.events > self.limits.max_events {
+            format!(
+                "the task reported more than TASK_MAX_EVENTS ({}) events and was stopped",
+                self.limits.max_events
+            )
+        } else if usage.output_bytes > self.limits.max_output_bytes {
+            format!(
+                "the task wrote more than TASK_MAX_OUTPUT_BYTES ({}) bytes of output and was stopped",
+                self.limits.max_output_bytes
+            )
+        } else {
+            return true;
+        };
+        if self.exceeded.set(why).is_ok() {
+            self.over.cancel();
+        }
+        false
+    }
+
     /// Publishes an event stamped now; waits only while the process has too many acks
-    /// in flight.
+    /// in flight. An event past the run's limits is dropped (see [`Emitter::over_limit`]).
     pub async fn emit(&self, event: TaskEvent) -> Result<(), ShuttingDown> {
+        if !self.within_limits(&event) {
+            return Ok(());
+        }
         let mut sent = self.sent.lock().await;
         let permit = tokio::select! {
             permit = self.budget.0.clone().acquire_owned() => permit.map_err(|_| ShuttingDown)?,
