@@ -110,21 +110,26 @@ async fn the_scripts_redis_needs_a_password_and_evicts_instead_of_growing() -> a
     Ok(())
 }
 
+/// A number from Redis's `INFO section`.
+async fn info(
+    redis: &mut redis::aio::MultiplexedConnection,
+    section: &str,
+    field: &str,
+) -> anyhow::Result<u64> {
+    let text: String = redis::cmd("INFO").arg(section).query_async(redis).await?;
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or("0");
+    Ok(value.trim().parse()?)
+}
+
 #[tokio::test]
 async fn streams_complete_when_redis_has_a_tiny_maxmemory() -> anyhow::Result<()> {
     let cluster = Cluster::start(Options::default()).await?;
     let mut redis = cluster.redis().await?;
     // Room for about 300 KB of data above what an empty Redis uses; the tasks write 1.3 MB.
-    let memory: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut redis)
-        .await?;
-    let used: u64 = memory
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .unwrap_or("0")
-        .trim()
-        .parse()?;
+    let used = info(&mut redis, "memory", "used_memory").await?;
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")
@@ -151,16 +156,7 @@ async fn streams_complete_when_redis_has_a_tiny_maxmemory() -> anyhow::Result<()
         );
         assert_eq!(kinds(&events).last(), Some(&"succeeded"));
     }
-    let stats: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(&mut redis)
-        .await?;
-    let evicted: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("evicted_keys:"))
-        .unwrap_or("0")
-        .trim()
-        .parse()?;
+    let evicted = info(&mut redis, "stats", "evicted_keys").await?;
     assert!(evicted > 0, "Redis evicted keys to stay within maxmemory");
     Ok(())
 }
