@@ -55,8 +55,24 @@ install_missing() {
   fi
 }
 
+# The NATS users of nats.conf; their passwords reach nats-server through its environment.
+nats_users=(ADMIN AXONTASK COMMAND_API QUERY_API MCP WORKER PROJECTOR)
+
+# Whether the NATS server on the port asks clients for a password (its INFO line says).
+nats_auth_required() {
+  local info
+  info=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$nats_port && head -n 1 <&3" 2>/dev/null || true)
+  [[ $info == *'"auth_required":true'* ]]
+}
+
 start_nats() {
-  if port_open "$nats_port"; then log "NATS already on :$nats_port"; return; fi
+  if port_open "$nats_port"; then
+    if nats_auth_required; then log "NATS already on :$nats_port"; return; fi
+    # An older install ran it without users: restart it with nats.conf's.
+    log "restarting NATS on :$nats_port with a user per role"
+    kill "$(cat "$data/nats.pid")"
+    for _ in $(seq 1 100); do port_open "$nats_port" || break; sleep 0.1; done
+  fi
   mkdir -p "$data/nats-store"
   setsid "$data/nats/bin/nats-server" -c "$root/nats.conf" -a 127.0.0.1 -p "$nats_port" \
     -sd "$data/nats-store" -P "$data/nats.pid" -l "$data/nats.log" </dev/null >/dev/null 2>&1 &
@@ -75,7 +91,9 @@ ensure_secrets() {
   (umask 077 && touch "$secrets")
   chmod 600 "$secrets"
   local name
-  for name in HMAC_SECRET PG_SUPERUSER_PASSWORD PG_APP_PASSWORD REDIS_PASSWORD; do
+  local users=("${nats_users[@]/#/AXON_NATS_}")
+  for name in HMAC_SECRET PG_SUPERUSER_PASSWORD PG_APP_PASSWORD REDIS_PASSWORD \
+    "${users[@]/%/_PASSWORD}"; do
     grep -q "^export $name=" "$secrets" ||
       printf 'export %s=%s\n' "$name" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$secrets"
   done
@@ -196,7 +214,8 @@ start_postgres
 start_redis
 
 (umask 077 && cat >"$data/services.env" <<ENV
-export NATS_URL=nats://127.0.0.1:$nats_port
+export NATS_URL=nats://axontask:$AXON_NATS_AXONTASK_PASSWORD@127.0.0.1:$nats_port
+export AXON_NATS_ADMIN_URL=nats://admin:$AXON_NATS_ADMIN_PASSWORD@127.0.0.1:$nats_port
 export DATABASE_URL=postgres://axon:$PG_APP_PASSWORD@127.0.0.1:$pg_port/axontask
 export AXON_ADMIN_DATABASE_URL=postgres://postgres:$PG_SUPERUSER_PASSWORD@127.0.0.1:$pg_port/postgres
 export HMAC_SECRET=$HMAC_SECRET

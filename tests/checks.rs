@@ -59,7 +59,7 @@ impl Cluster {
             }
         }
         // AXON_LOG, for other services: payload = envelope, Nats-Msg-Id = {task_id}:{seq}.
-        let client = async_nats::connect(&self.nats_url).await?;
+        let client = self.nats().await?;
         let js = async_nats::jetstream::new(client);
         let stream = js.get_stream("AXON_LOG").await?;
         let consumer = stream

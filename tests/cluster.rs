@@ -67,7 +67,9 @@ impl Default for Options {
 /// One isolated AxonTask installation.
 pub struct Cluster {
     dir: tempfile::TempDir,
-    _nats: Child,
+    nats: Child,
+    /// Whether the test provokes NATS permission violations (else one fails the test).
+    violations_expected: std::sync::atomic::AtomicBool,
     redis: Child,
     admin_url: String,
     db_name: String,
@@ -115,19 +117,23 @@ impl Cluster {
             .username()
             .to_owned();
 
+        // The repository's nats.conf, as the scripts run it: a user per role, no anonymous.
+        // A copy, so a test can add tenant users to it.
         let nats_port = free_port();
+        let nats_conf = dir.path().join("nats.conf");
+        std::fs::copy(workspace().join("nats.conf"), &nats_conf)?;
         let nats = Command::new(nats_bin)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &nats_port.to_string(),
-                "-sd",
-            ])
+            .arg("-c")
+            .arg(&nats_conf)
+            .args(["-a", "127.0.0.1", "-p", &nats_port.to_string(), "-sd"])
             .arg(dir.path().join("nats"))
+            .envs(
+                NATS_USERS
+                    .iter()
+                    .map(|user| (password_var(user), nats_password(user))),
+            )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("nats.log"))?)
             .kill_on_drop(true)
             .spawn()
             .context("starting nats-server")?;
@@ -146,11 +152,11 @@ impl Cluster {
         admin.close().await;
         let database_url = replace_db(&app_url, &db_name);
 
-        let nats_url = format!("nats://127.0.0.1:{nats_port}");
+        let nats_url = nats_user_url(nats_port, "admin");
         let redis_url = format!("redis://127.0.0.1:{redis_port}");
         let env = HashMap::from([
             ("DATABASE_URL", database_url.clone()),
-            ("NATS_URL", nats_url.clone()),
+            ("NATS_URL", nats_user_url(nats_port, "axontask")),
             ("REDIS_URL", redis_url.clone()),
             (
                 "HMAC_SECRET",
@@ -178,7 +184,8 @@ impl Cluster {
         );
         let mut cluster = Self {
             dir,
-            _nats: nats,
+            nats,
+            violations_expected: std::sync::atomic::AtomicBool::new(false),
             redis,
             admin_url,
             db_name,
@@ -233,13 +240,23 @@ impl Cluster {
             .to_owned())
     }
 
-    /// Starts `axontask serve --roles ROLES` as the process `name`; waits until ready.
+    /// Starts `axontask serve --roles ROLES` as the process `name`, connected to NATS as
+    /// the user for those roles; waits until ready.
     pub async fn spawn_role(&mut self, name: &str, roles: &str) -> anyhow::Result<u16> {
         let port = free_port();
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
+        let user = match roles {
+            "worker" | "projector" | "command-api" | "query-api" => roles,
+            "command-api,query-api,mcp" => "mcp",
+            _ => "axontask",
+        };
+        let nats_port = reqwest::Url::parse(&self.nats_url)?
+            .port()
+            .context("a port")?;
         let child = Command::new(&self.env["AXONTASK_BIN"])
             .args(["serve", "--roles", roles])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("NATS_URL", nats_user_url(nats_port, user))
             .env("API_PORT", port.to_string())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -320,9 +337,51 @@ impl Cluster {
         Ok(())
     }
 
+    /// Adds `entry` to the users list of this cluster's nats.conf (where `axontask nats-user`
+    /// says) and makes nats-server reload it.
+    pub fn add_nats_user(&self, entry: &str) -> anyhow::Result<()> {
+        let path = self.dir.path().join("nats.conf");
+        let conf = std::fs::read_to_string(&path)?;
+        let marker = "go below this line.\n";
+        let at = conf
+            .find(marker)
+            .context("nats.conf has no tenant users line")?
+            + marker.len();
+        std::fs::write(&path, format!("{}{entry}\n{}", &conf[..at], &conf[at..]))?;
+        let pid = self.nats.id().context("nats-server runs")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+        Ok(())
+    }
+
+    /// Declares that this test provokes NATS permission violations on purpose. Otherwise a
+    /// violation (a role doing what its user may not) fails the test when the cluster
+    /// stops.
+    pub fn expect_nats_violations(&self) {
+        self.violations_expected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What nats-server logged (connections refused, permission violations).
+    pub fn nats_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
     /// The log of role process `name`.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// A NATS client of this cluster's server, as its administrator.
+    pub async fn nats(&self) -> anyhow::Result<async_nats::Client> {
+        Ok(shared::nats::connect(&self.nats_url, "e2e").await?.0)
+    }
+
+    /// A JetStream context of this cluster's server, as its administrator.
+    pub async fn js(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        Ok(shared::nats::connect(&self.nats_url, "e2e").await?.1)
     }
 
     /// A Postgres pool on this cluster's database.
@@ -348,6 +407,35 @@ async fn wait_port(port: u16) -> anyhow::Result<()> {
             .is_ok()
     })
     .await
+}
+
+/// The NATS users of nats.conf.
+const NATS_USERS: [&str; 7] = [
+    "admin",
+    "axontask",
+    "command-api",
+    "query-api",
+    "mcp",
+    "worker",
+    "projector",
+];
+
+/// The variable nats.conf reads `user`'s password from.
+fn password_var(user: &str) -> String {
+    format!(
+        "AXON_NATS_{}_PASSWORD",
+        user.to_uppercase().replace('-', "_")
+    )
+}
+
+/// The test password of NATS user `user`.
+fn nats_password(user: &str) -> String {
+    format!("e2e-{user}-password")
+}
+
+/// A NATS URL for `user` of the server on `port`.
+fn nats_user_url(port: u16, user: &str) -> String {
+    format!("nats://{user}:{}@127.0.0.1:{port}", nats_password(user))
 }
 
 fn spawn_redis(port: u16, dir: &Path) -> anyhow::Result<Child> {
@@ -386,6 +474,17 @@ impl Drop for Cluster {
             for name in self.roles.keys() {
                 eprintln!("----- log of {name} -----\n{}", self.log(name));
             }
+        } else if !self
+            .violations_expected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let log = self.nats_log();
+            let violations: Vec<&str> = log.lines().filter(|l| l.contains("Violation")).collect();
+            assert!(
+                violations.is_empty(),
+                "a role did what its NATS user may not (nats.conf):\n{}",
+                violations.join("\n")
+            );
         }
         for child in self.roles.values_mut() {
             let _ = child.start_kill();

@@ -28,6 +28,13 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Prints NATS credentials for a tenant's own services (they may read only that
+    /// tenant's `axon.log.{tenant_id}.>`), and the nats.conf entry to add.
+    NatsUser {
+        /// The tenant's name (made with `keys create`).
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 /// API key operations.

@@ -1,9 +1,11 @@
-//! The `axontask` binary: runs any set of roles (`serve`), applies migrations (`migrate`)
-//! and creates API keys (`keys create`). Configuration comes from the environment.
+//! The `axontask` binary: runs any set of roles (`serve`), applies migrations (`migrate`),
+//! creates API keys (`keys create`) and tenants' NATS users (`nats-user`). Configuration
+//! comes from the environment.
 
 mod cli;
 mod health;
 mod keys;
+mod nats_user;
 mod serve;
 
 use anyhow::Context;
@@ -54,6 +56,9 @@ async fn main() -> std::process::ExitCode {
                 keys::create(&pool, &tenant, &scopes, plan.as_deref(), &name).await
             })
             .await
+        }
+        Command::NatsUser { tenant } => {
+            with_pool(|pool| async move { nats_user::create(&pool, &tenant).await }).await
         }
     };
     match result {

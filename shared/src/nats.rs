@@ -42,20 +42,45 @@ pub struct Streams {
     pub log: Stream,
 }
 
-/// Connects to NATS and returns a JetStream context whose publish acks may be in flight
-/// up to the client's limit.
+/// Connects to NATS as the user named in `url` (`nats://USER:PASSWORD@host:port`), if any,
+/// and returns a JetStream context whose publish acks may be in flight up to the client's
+/// limit.
 pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, Context), Error> {
-    let client = async_nats::ConnectOptions::new()
+    let (address, credentials) = split_credentials(url)?;
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((user, password)) = credentials {
+        options = options.user_and_password(user, password);
+    }
+    let client = options
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(address)
         .await
         .map_err(Error::nats)?;
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(10))
         .build(client.clone());
     Ok((client, js))
+}
+
+/// `url` without its user and password (so no log shows them), and those, decoded.
+fn split_credentials(url: &str) -> Result<(String, Option<(String, String)>), Error> {
+    let mut parsed = url::Url::parse(url).map_err(|e| Error::Nats(format!("NATS_URL: {e}")))?;
+    if parsed.username().is_empty() {
+        return Ok((url.to_owned(), None));
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(parsed.username());
+    let password = decode(parsed.password().unwrap_or_default());
+    // Both setters only fail for URLs that cannot have credentials, which this one had.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    Ok((parsed.to_string(), Some((user, password))))
 }
 
 /// Creates streams `AXON` and `AXON_LOG`, or brings their limits to `limits` (every role
@@ -153,5 +178,23 @@ fn decoded<T: DeserializeOwned>(
             }),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
         Err(e) => Err(Error::nats(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url() {
+        let (address, credentials) =
+            split_credentials("nats://worker:p%40ss@127.0.0.1:4222").expect("valid");
+        assert_eq!(address, "nats://127.0.0.1:4222");
+        assert_eq!(credentials, Some(("worker".into(), "p@ss".into())));
+        let (address, credentials) = split_credentials("nats://127.0.0.1:4222").expect("valid");
+        assert_eq!(
+            (address.as_str(), credentials),
+            ("nats://127.0.0.1:4222", None)
+        );
     }
 }

@@ -249,7 +249,7 @@ fn per_second(count: usize, started: Instant) -> f64 {
 }
 
 async fn raw_nats(cluster: &Cluster) -> anyhow::Result<f64> {
-    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    let js = cluster.js().await?;
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "BENCH".into(),
         subjects: vec!["bench.>".into()],

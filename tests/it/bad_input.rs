@@ -4,7 +4,7 @@ use e2e::{Cluster, Options};
 use serde_json::{Value, json};
 
 async fn axon_messages(cluster: &Cluster) -> anyhow::Result<u64> {
-    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    let js = cluster.js().await?;
     Ok(js.get_stream("AXON").await?.info().await?.state.messages)
 }
 

@@ -223,7 +223,7 @@ async fn a_cancel_the_worker_never_heard_live_still_stops_the_task() -> anyhow::
     let (mut seen, stream) = until_kind(cluster.sse(&task, "", None).await?, "started").await?;
     // A cancel that reaches stream AXON without ever being published on its subject (as
     // when the worker's connection dropped at that moment): it comes through a source.
-    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    let js = cluster.js().await?;
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "LOST".into(),
         subjects: vec!["lost.>".into()],

@@ -206,7 +206,7 @@ async fn a_start_command_delivered_again_after_the_end_does_not_run_the_task_aga
         .await?;
     let events = cluster.stream_to_end(&task).await?;
     // As if the worker had died between storing `succeeded` and acking: the command again.
-    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    let js = cluster.js().await?;
     let axon = js.get_stream("AXON").await?;
     let tenant = events[0]["tenant_id"].as_str().expect("tenant");
     let start = axon
@@ -256,7 +256,7 @@ async fn a_message_postgres_refuses_is_skipped_without_stalling_the_log() -> any
         "name": "nul\u{0}name", "adapter": "mock", "args": {}, "timeout_s": null,
         "idempotency_key": null, "max_attempts": 3
     });
-    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    let js = cluster.js().await?;
     js.publish(
         format!("axon.cmd.{tenant}.{bad}.start"),
         serde_json::to_vec(&command)?.into(),

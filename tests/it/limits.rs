@@ -64,7 +64,7 @@ async fn streams_keep_messages_for_their_configured_age() -> anyhow::Result<()> 
         ..Options::default()
     })
     .await?;
-    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    let js = cluster.js().await?;
     let log = js
         .get_stream("AXON_LOG")
         .await?

@@ -11,6 +11,7 @@ mod mcp_clients;
 mod mcp_conformance;
 mod mcp_resources;
 mod mcp_streams;
+mod nats_auth;
 mod ops;
 mod pipeline;
 mod reads;

@@ -19,7 +19,7 @@ async fn a_retry_after_the_dedup_window_while_the_projector_lags_is_one_start() 
     .await?;
     // The projector lags (it is down), so Postgres does not know the task yet.
     cluster.kill("projector").await?;
-    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    let js = cluster.js().await?;
     let mut axon = js.get_stream("AXON").await?;
     let mut config = axon.info().await?.config.clone();
     config.duplicate_window = Duration::from_secs(1);

@@ -15,7 +15,7 @@ async fn a_recreated_axon_stream_halts_the_projector_instead_of_skipping() -> an
     cluster.stream_to_end(&before).await?;
 
     // The stream is deleted and created again (a lost volume, an operator's mistake).
-    let js = async_nats::jetstream::new(async_nats::connect(&cluster.nats_url).await?);
+    let js = cluster.js().await?;
     js.delete_stream("AXON").await?;
     shared::nats::ensure_streams(&js, Default::default()).await?;
     // A new task lands in the new stream, at a sequence below the projector's offset.
