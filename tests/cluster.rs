@@ -253,11 +253,18 @@ impl Cluster {
         let nats_port = reqwest::Url::parse(&self.nats_url)?
             .port()
             .context("a port")?;
-        let child = Command::new(&self.env["AXONTASK_BIN"])
+        let mut command = Command::new(&self.env["AXONTASK_BIN"]);
+        command
             .args(["serve", "--roles", roles])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("NATS_URL", nats_user_url(nats_port, user))
-            .env("API_PORT", port.to_string())
+            .env("API_PORT", port.to_string());
+        if roles == "worker" {
+            // As workers should run where strangers' code runs: with no Postgres or Redis
+            // credentials at all.
+            command.env_remove("DATABASE_URL").env_remove("REDIS_URL");
+        }
+        let child = command
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)

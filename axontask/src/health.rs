@@ -14,10 +14,10 @@ use sqlx::PgPool;
 /// The backends a process checks for readiness.
 #[derive(Clone)]
 pub struct Backends {
-    /// Postgres.
-    pub pool: PgPool,
-    /// Redis.
-    pub redis: redis::aio::ConnectionManager,
+    /// Postgres, if the roles use it.
+    pub pool: Option<PgPool>,
+    /// Redis, if the roles use it.
+    pub redis: Option<redis::aio::ConnectionManager>,
     /// NATS.
     pub nats: async_nats::Client,
     /// Renders the metrics.
@@ -47,15 +47,18 @@ async fn ready(State(b): State<Backends>) -> Result<axum::Json<serde_json::Value
             format!("{component}: {message}"),
         ));
     }
-    sqlx::query("SELECT 1")
-        .execute(&b.pool)
-        .await
-        .map_err(|e| ApiError::unavailable("postgres", e))?;
-    let mut redis = b.redis.clone();
-    redis::cmd("PING")
-        .query_async::<()>(&mut redis)
-        .await
-        .map_err(|e| ApiError::unavailable("redis", e))?;
+    if let Some(pool) = &b.pool {
+        sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map_err(|e| ApiError::unavailable("postgres", e))?;
+    }
+    if let Some(redis) = &b.redis {
+        redis::cmd("PING")
+            .query_async::<()>(&mut redis.clone())
+            .await
+            .map_err(|e| ApiError::unavailable("redis", e))?;
+    }
     if b.nats.connection_state() != async_nats::connection::State::Connected {
         return Err(ApiError::unavailable("nats", "not connected"));
     }
@@ -63,9 +66,22 @@ async fn ready(State(b): State<Backends>) -> Result<axum::Json<serde_json::Value
 }
 
 async fn metrics(State(b): State<Backends>) -> Response {
+    if let Some(pool) = &b.pool {
+        count_tasks(pool).await;
+    }
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        b.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Sets the `axon_tasks` gauges from the read model.
+async fn count_tasks(pool: &PgPool) {
     let counts: Result<Vec<(String, i64)>, _> =
         sqlx::query_as("SELECT state, count(*) FROM tasks GROUP BY state")
-            .fetch_all(&b.pool)
+            .fetch_all(pool)
             .await;
     match counts {
         Ok(counts) => {
@@ -86,10 +102,4 @@ async fn metrics(State(b): State<Backends>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "cannot count tasks by state for /metrics"),
     }
-    (
-        StatusCode::OK,
-        [("content-type", "text/plain; version=0.0.4")],
-        b.metrics.render(),
-    )
-        .into_response()
 }

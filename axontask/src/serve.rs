@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use axum::Router;
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -20,70 +20,94 @@ use crate::health::{self, Backends};
 /// How long running work may take to stop after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(20);
 
-/// Runs `roles` until a signal or a role's end.
+/// Runs `roles` until a signal or a role's end. Only the backends the roles use are
+/// connected: a worker alone needs NATS only, and no Postgres or Redis credentials.
 pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(32)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&config.database_url)
-        .await
-        .context("connecting to DATABASE_URL")?;
     let (nats, js) = shared::nats::connect(&config.nats_url, "axontask").await?;
     let streams = shared::nats::ensure_streams(&js, config.streams).await?;
-    let redis_client = redis::Client::open(config.redis_url.as_str()).context("REDIS_URL")?;
-    // Reconnects on its own after Redis restarts, retrying at least once a second.
-    let redis_config =
-        redis::aio::ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(1));
-    let redis = redis::aio::ConnectionManager::new_with_config(redis_client.clone(), redis_config)
-        .await
-        .context("connecting to REDIS_URL")?;
+    let needs_postgres = roles.iter().any(|r| *r != Role::Worker);
+    let needs_redis = roles
+        .iter()
+        .any(|r| matches!(r, Role::QueryApi | Role::Mcp | Role::Projector));
+    let pool = match (needs_postgres, &config.database_url) {
+        (false, _) => None,
+        (true, None) => {
+            bail!("DATABASE_URL is not set; every role but worker needs it (see .env.example)")
+        }
+        (true, Some(url)) => Some(
+            PgPoolOptions::new()
+                .max_connections(32)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await
+                .context("connecting to DATABASE_URL")?,
+        ),
+    };
+    let redis = match (needs_redis, &config.redis_url) {
+        (false, _) => None,
+        (true, None) => {
+            bail!("REDIS_URL is not set; query-api, mcp and projector need it (see .env.example)")
+        }
+        (true, Some(url)) => {
+            let client = redis::Client::open(url.as_str()).context("REDIS_URL")?;
+            // Reconnects on its own after Redis restarts, retrying at least once a second.
+            let config =
+                redis::aio::ConnectionManagerConfig::new().set_max_delay(Duration::from_secs(1));
+            let manager = redis::aio::ConnectionManager::new_with_config(client.clone(), config)
+                .await
+                .context("connecting to REDIS_URL")?;
+            Some((client, manager))
+        }
+    };
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let faults = shared::faults::Faults::default();
     let mut app = Router::new().merge(health::router(Backends {
         pool: pool.clone(),
-        redis: redis.clone(),
+        redis: redis.as_ref().map(|(_, manager)| manager.clone()),
         nats: nats.clone(),
         metrics,
         faults: faults.clone(),
     }));
-    let commands = command_api::State::new(
-        pool.clone(),
-        js.clone(),
-        streams.axon.clone(),
-        command_api::Settings {
-            adapters_enabled: config.adapters_enabled.clone(),
-            hmac_secret: config.hmac_secret.clone(),
-            max_attempts: config.worker.max_attempts,
-            default_timeout_s: config.default_timeout_s,
-            max_timeout_s: config.max_timeout_s,
-        },
-    );
+    let commands = || -> anyhow::Result<command_api::State> {
+        Ok(command_api::State::new(
+            given(&pool, "DATABASE_URL")?,
+            js.clone(),
+            streams.axon.clone(),
+            command_api::Settings {
+                adapters_enabled: config.adapters_enabled.clone(),
+                hmac_secret: config.hmac_secret.clone(),
+                max_attempts: config.worker.max_attempts,
+                default_timeout_s: config.default_timeout_s,
+                max_timeout_s: config.max_timeout_s,
+            },
+        ))
+    };
     // One query-api state (and one Redis fan-in hub) serves both the HTTP reads and MCP.
-    let query_state = std::cell::OnceCell::new();
-    let queries = || {
-        query_state.get_or_init(|| {
-            let hub = query_api::hub::Hub::new(redis.clone());
-            tracker.spawn(
-                hub.clone()
-                    .run(redis_client.clone(), shutdown.child_token()),
-            );
-            query_api::State::new(
-                pool.clone(),
-                streams.axon.clone(),
-                redis.clone(),
-                hub,
-                &config.hmac_secret,
-                shutdown.child_token(),
-            )
-        })
+    let query_state = std::cell::OnceCell::<query_api::State>::new();
+    let queries = || -> anyhow::Result<query_api::State> {
+        if let Some(state) = query_state.get() {
+            return Ok(state.clone());
+        }
+        let (client, manager) = given(&redis, "REDIS_URL")?;
+        let hub = query_api::hub::Hub::new(manager.clone());
+        tracker.spawn(hub.clone().run(client, shutdown.child_token()));
+        let state = query_api::State::new(
+            given(&pool, "DATABASE_URL")?,
+            streams.axon.clone(),
+            manager,
+            hub,
+            &config.hmac_secret,
+            shutdown.child_token(),
+        );
+        Ok(query_state.get_or_init(|| state).clone())
     };
     for role in roles {
         let token = shutdown.clone();
         match role {
-            Role::CommandApi => app = app.merge(command_api::router(commands.clone())),
-            Role::QueryApi => app = app.merge(query_api::router(queries().clone())),
+            Role::CommandApi => app = app.merge(command_api::router(commands()?)),
+            Role::QueryApi => app = app.merge(query_api::router(queries()?)),
             Role::Mcp => {
                 let settings = mcp::Settings {
                     allowed_origins: config.mcp.allowed_origins.clone(),
@@ -91,10 +115,10 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                     fixtures: config.mcp.fixtures,
                 };
                 let backend = mcp::Backend::new(
-                    commands.clone(),
-                    queries().clone(),
-                    pool.clone(),
-                    redis.clone(),
+                    commands()?,
+                    queries()?,
+                    given(&pool, "DATABASE_URL")?,
+                    given(&redis, "REDIS_URL")?.1,
                     settings,
                 );
                 let (router, lease) = mcp::endpoint(backend, token.child_token());
@@ -121,10 +145,10 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
             }
             Role::Projector => {
                 let projector = projector::Projector::create(
-                    pool.clone(),
+                    given(&pool, "DATABASE_URL")?,
                     js.clone(),
                     streams.axon.clone(),
-                    redis.clone(),
+                    given(&redis, "REDIS_URL")?.1,
                     faults.clone(),
                 );
                 tracker.spawn(async move {
@@ -177,6 +201,13 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
         tracing::warn!("some work did not stop within {DRAIN:?}");
     }
     Ok(())
+}
+
+/// A backend connection the roles need (connected above for exactly those roles).
+fn given<T: Clone>(backend: &Option<T>, var: &str) -> anyhow::Result<T> {
+    backend
+        .clone()
+        .with_context(|| format!("{var} is not connected, yet a role needs it"))
 }
 
 /// `hostname:pid`, naming this worker in `started` events.

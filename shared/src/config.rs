@@ -24,10 +24,10 @@ pub struct Error {
 /// Everything a process needs, read once at start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `DATABASE_URL`: Postgres.
-    pub database_url: String,
-    /// `REDIS_URL`: Redis.
-    pub redis_url: String,
+    /// `DATABASE_URL`: Postgres (every role but `worker` needs it).
+    pub database_url: Option<String>,
+    /// `REDIS_URL`: Redis (query-api, mcp and projector need it).
+    pub redis_url: Option<String>,
     /// `NATS_URL`: NATS with JetStream.
     pub nats_url: String,
     /// `API_HOST` (default 127.0.0.1): the address HTTP binds.
@@ -157,8 +157,8 @@ impl Config {
 
     fn read<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Self, Error> {
         Ok(Self {
-            database_url: env.url("DATABASE_URL", &["postgres", "postgresql"])?,
-            redis_url: env.url("REDIS_URL", &["redis", "rediss"])?,
+            database_url: env.optional_url("DATABASE_URL", &["postgres", "postgresql"])?,
+            redis_url: env.optional_url("REDIS_URL", &["redis", "rediss"])?,
             nats_url: env.url("NATS_URL", &["nats", "tls"])?,
             api_host: env.parsed("API_HOST", "127.0.0.1".parse().expect("a literal IP"))?,
             api_port: env.parsed("API_PORT", 8080)?,
@@ -229,6 +229,13 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
                 var,
                 reason: format!("expected a URL starting with {}://", schemes.join("://, ")),
             }),
+        }
+    }
+
+    fn optional_url(&self, var: &'static str, schemes: &[&str]) -> Result<Option<String>, Error> {
+        match self.get(var) {
+            None => Ok(None),
+            Some(_) => self.url(var, schemes).map(Some),
         }
     }
 
@@ -376,7 +383,7 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_variable() {
         for (var, value) in [
-            ("DATABASE_URL", ""),
+            ("DATABASE_URL", "mysql://x"),
             ("REDIS_URL", "localhost:6379"),
             ("API_PORT", "eighty"),
             ("HMAC_SECRET", "short"),

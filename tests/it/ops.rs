@@ -79,6 +79,15 @@ async fn a_bad_setting_stops_start_up_naming_the_variable() -> anyhow::Result<()
         .await?;
     assert!(!ok);
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    // Only a worker does without Postgres.
+    let (ok, stderr) = cluster
+        .run_with_env(
+            &["serve", "--roles", "query-api"],
+            &[("DATABASE_URL", ""), ("API_PORT", "0")],
+        )
+        .await?;
+    assert!(!ok);
+    assert!(stderr.contains("DATABASE_URL is not set"), "{stderr}");
     // A secret everyone can read in .env.example or docker-compose.yml is refused.
     let (ok, stderr) = cluster
         .run_with_env(
