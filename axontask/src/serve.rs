@@ -78,6 +78,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
             command_api::Settings {
                 adapters_enabled: config.adapters_enabled.clone(),
                 hmac_secret: config.hmac_secret.clone(),
+                resume_token_ttl: config.resume_token_ttl,
                 max_attempts: config.worker.max_attempts,
                 default_timeout_s: config.default_timeout_s,
                 max_timeout_s: config.max_timeout_s,

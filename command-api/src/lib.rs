@@ -37,6 +37,8 @@ pub struct Settings {
     pub adapters_enabled: Vec<String>,
     /// Signs resume tokens (`HMAC_SECRET`).
     pub hmac_secret: String,
+    /// How long a resume token opens its stream (`RESUME_TOKEN_TTL_S`).
+    pub resume_token_ttl: std::time::Duration,
     /// Runs of a task before it fails for lost workers (`TASK_MAX_ATTEMPTS`).
     pub max_attempts: u32,
     /// The timeout of a task started without one (`TASK_DEFAULT_TIMEOUT_S`).

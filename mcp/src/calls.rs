@@ -69,7 +69,7 @@ fn to_value<T: serde::Serialize>(value: &T) -> Value {
 
 /// `start_task`.
 pub async fn start(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
-    let tenant = tenant_for(caller, Scope::TasksWrite)?;
+    tenant_for(caller, Scope::TasksWrite)?;
     let args: StartArgs = tools::parse("start_task", args)?;
     let body = command_api::StartTask {
         name: args.name,
@@ -78,7 +78,7 @@ pub async fn start(backend: &Backend, caller: &Principal, args: Option<JsonObjec
         timeout_s: args.timeout_s,
         idempotency_key: args.idempotency_key,
     };
-    let started = command_api::start_task(&backend.commands, tenant, body).await?;
+    let started = command_api::start_task(&backend.commands, caller, body).await?;
     Ok(success(
         format!(
             "started task {}; watch it with stream_task",
@@ -246,7 +246,7 @@ pub async fn run(
         timeout_s: args.timeout_s,
         idempotency_key: Some(format!("mcp-run:{}", call.call_id)),
     };
-    let started = command_api::start_task(&backend.commands, tenant, body).await?;
+    let started = command_api::start_task(&backend.commands, caller, body).await?;
     let task = started.task_id;
     if call.wants_task {
         let status = query_api::reads::status(&backend.queries, tenant, task).await?;

@@ -122,6 +122,7 @@ fn prepare(message: &mut ClientJsonRpcMessage, session: &SessionId) -> Option<Ca
     Some(CallRecord {
         session: session.to_string(),
         tenant: caller.tenant_id,
+        key_id: caller.key_id,
         scopes: caller.scopes,
         request: request_json,
         call_id,

@@ -43,6 +43,8 @@ pub const SCOPES: [&str; 4] = ["tasks:read", "tasks:write", "tasks:*", "*"];
 pub struct Principal {
     /// The tenant the key belongs to; every query is filtered by it.
     pub tenant_id: TenantId,
+    /// The key's id (resume tokens name it).
+    pub key_id: Uuid,
     /// The scopes the key grants.
     pub scopes: Vec<String>,
 }
@@ -78,17 +80,34 @@ pub fn hash_key(key: &str) -> String {
 
 /// Resolves a plaintext key to its principal: `None` if unknown, revoked or expired.
 pub async fn lookup(pool: &PgPool, key: &str) -> Result<Option<Principal>, sqlx::Error> {
-    let row: Option<(Uuid, Vec<String>)> = sqlx::query_as(
-        "SELECT tenant_id, scopes FROM api_keys
+    let row: Option<(Uuid, Uuid, Vec<String>)> = sqlx::query_as(
+        "SELECT id, tenant_id, scopes FROM api_keys
          WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
     )
     .bind(hash_key(key))
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(tenant, scopes)| Principal {
+    Ok(row.map(principal))
+}
+
+/// The principal of the key with id `key_id`: `None` if unknown, revoked or expired.
+pub async fn lookup_by_id(pool: &PgPool, key_id: Uuid) -> Result<Option<Principal>, sqlx::Error> {
+    let row: Option<(Uuid, Uuid, Vec<String>)> = sqlx::query_as(
+        "SELECT id, tenant_id, scopes FROM api_keys
+         WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+    )
+    .bind(key_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(principal))
+}
+
+fn principal((key_id, tenant, scopes): (Uuid, Uuid, Vec<String>)) -> Principal {
+    Principal {
         tenant_id: TenantId(tenant),
+        key_id,
         scopes,
-    }))
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +128,7 @@ mod tests {
     fn scopes() {
         let reader = Principal {
             tenant_id: TenantId(Uuid::nil()),
+            key_id: Uuid::nil(),
             scopes: vec!["tasks:read".into()],
         };
         assert!(reader.allows(Scope::TasksRead));

@@ -34,8 +34,10 @@ pub struct Config {
     pub api_host: IpAddr,
     /// `API_PORT` (default 8080): the HTTP port of every process.
     pub api_port: u16,
-    /// `HMAC_SECRET` (at least 32 characters): signs resume tokens.
+    /// `HMAC_SECRET` (at least 32 bytes): signs resume tokens.
     pub hmac_secret: String,
+    /// `RESUME_TOKEN_TTL_S` (default 86400): how long a resume token opens its stream.
+    pub resume_token_ttl: Duration,
     /// `ADAPTERS_ENABLED` (default `mock`): comma-separated adapters workers may run.
     pub adapters_enabled: Vec<String>,
     /// `TASK_DEFAULT_TIMEOUT_S` (default 3600): the timeout of a task started without one.
@@ -163,6 +165,7 @@ impl Config {
             api_host: env.parsed("API_HOST", "127.0.0.1".parse().expect("a literal IP"))?,
             api_port: env.parsed("API_PORT", 8080)?,
             hmac_secret: env.secret("HMAC_SECRET")?,
+            resume_token_ttl: Duration::from_secs(env.positive("RESUME_TOKEN_TTL_S", 86_400)?),
             adapters_enabled: env.adapters()?,
             default_timeout_s: env.positive("TASK_DEFAULT_TIMEOUT_S", 3600)?,
             max_timeout_s: env.positive("TASK_MAX_TIMEOUT_S", 7 * 24 * 3600)?,

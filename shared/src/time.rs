@@ -12,6 +12,11 @@ pub fn now_ts() -> String {
     format_ts(Utc::now())
 }
 
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
+}
+
 /// Parses an envelope `ts` back into an instant; `None` if it is not RFC 3339.
 pub fn parse_ts(ts: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(ts)

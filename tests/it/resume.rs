@@ -109,6 +109,83 @@ async fn resume_token_and_resume_route() -> anyhow::Result<()> {
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await?;
     assert_eq!(body["error"]["code"], "invalid_resume_token");
+
+    // It does not show the tenant.
+    let tenant = all[0]["tenant_id"].as_str().expect("tenant");
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, token)?;
+    let tenant_bytes = uuid::Uuid::parse_str(tenant)?.into_bytes();
+    assert!(
+        !raw.windows(16).any(|w| w == tenant_bytes),
+        "no tenant id inside"
+    );
+    assert!(!token.contains(&tenant.replace('-', "")));
+    Ok(())
+}
+
+/// Opens `task`'s stream with `token` only; the status code and error code.
+async fn with_token(cluster: &Cluster, task: &str, token: &str) -> anyhow::Result<(u16, Value)> {
+    let url = format!(
+        "{}/mcp/tasks/{task}/stream?resume_token={token}",
+        cluster.base_url
+    );
+    let response = cluster.http.get(&url).send().await?;
+    let status = response.status().as_u16();
+    if status == 200 {
+        return Ok((status, Value::Null));
+    }
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test]
+async fn a_resume_token_stops_working_when_it_expires_or_its_key_is_revoked() -> anyhow::Result<()>
+{
+    let cluster = Cluster::start(Options {
+        env: vec![("RESUME_TOKEN_TTL_S", "2")],
+        ..Options::default()
+    })
+    .await?;
+    let second_key = cluster.create_key("alpha").await?;
+    let mut tokens = Vec::new();
+    for key in [&cluster.api_key, &second_key] {
+        let (_, started) = cluster
+            .post(
+                "/mcp/start_task",
+                Some(key),
+                &json!({"name": "t", "adapter": "mock", "args": {"steps": 1, "interval_ms": 1}}),
+            )
+            .await?;
+        let task = started["task_id"].as_str().unwrap_or_default().to_owned();
+        cluster.stream_to_end(&task).await?;
+        let token = started["resume_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(with_token(&cluster, &task, &token).await?.0, 200);
+        tokens.push((task, token));
+    }
+    // The second key is revoked: its tokens open nothing.
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1")
+        .bind(shared::auth::hash_key(&second_key))
+        .execute(&cluster.pg().await?)
+        .await?;
+    let (status, body) = with_token(&cluster, &tokens[1].0, &tokens[1].1).await?;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (401, json!("invalid_resume_token"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked")
+    );
+    // RESUME_TOKEN_TTL_S (2 s) passes: the first token expires too.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let (status, body) = with_token(&cluster, &tokens[0].0, &tokens[0].1).await?;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (401, json!("expired_resume_token"))
+    );
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use axum::extract::State as Extract;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared::auth::Scope;
+use shared::auth::{Principal, Scope};
 use shared::events::wire::{CancelCommand, StartCommand};
 use shared::http::{ApiError, Caller, Json, TaskPath};
 use shared::ids::{TaskId, TenantId};
@@ -122,17 +122,18 @@ pub async fn start(
     caller: Caller,
     Json(body): Json<StartTask>,
 ) -> Result<axum::Json<Started>, ApiError> {
-    let tenant = caller.tenant_for(Scope::TasksWrite)?;
-    start_task(&state, tenant, body).await.map(axum::Json)
+    caller.tenant_for(Scope::TasksWrite)?;
+    start_task(&state, &caller.0, body).await.map(axum::Json)
 }
 
-/// Starts a task for `tenant` (whose caller holds `tasks:write`): validates, publishes the
-/// start command, and answers with the task id.
+/// Starts a task for `caller` (who holds `tasks:write`): validates, publishes the start
+/// command, and answers with the task id and a resume token bound to the caller's key.
 pub async fn start_task(
     state: &State,
-    tenant: TenantId,
+    caller: &Principal,
     body: StartTask,
 ) -> Result<Started, ApiError> {
+    let tenant = caller.tenant_id;
     validate(&body, &state.settings)?;
     let task_id = match &body.idempotency_key {
         Some(key) => TaskId::from_idempotency_key(tenant, key),
@@ -141,7 +142,12 @@ pub async fn start_task(
     let answer = Started {
         task_id,
         stream_url: format!("/mcp/tasks/{task_id}/stream"),
-        resume_token: resume::issue(&state.settings.hmac_secret, tenant, task_id),
+        resume_token: resume::issue(
+            &state.settings.hmac_secret,
+            caller.key_id,
+            task_id,
+            shared::time::unix_now() + state.settings.resume_token_ttl.as_secs(),
+        ),
     };
     // A start older than AXON's retention: the projector has long recorded its task.
     if body.idempotency_key.is_some() && stored_state(state, tenant, task_id).await?.is_some() {
@@ -292,6 +298,7 @@ mod tests {
         Settings {
             adapters_enabled: vec!["mock".to_owned()],
             hmac_secret: String::new(),
+            resume_token_ttl: std::time::Duration::from_secs(60),
             max_attempts: 3,
             default_timeout_s: 60,
             max_timeout_s: 600,

@@ -38,6 +38,9 @@ pub struct CallRecord {
     pub session: String,
     /// The caller's tenant.
     pub tenant: TenantId,
+    /// The caller's key (resume tokens name it; nil in records of older versions).
+    #[serde(default)]
+    pub key_id: Uuid,
     /// The caller's scopes.
     pub scopes: Vec<String>,
     /// The JSON-RPC request, as the client sent it.
@@ -53,6 +56,7 @@ impl CallRecord {
     pub fn principal(&self) -> Principal {
         Principal {
             tenant_id: self.tenant,
+            key_id: self.key_id,
             scopes: self.scopes.clone(),
         }
     }

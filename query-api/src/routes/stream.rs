@@ -13,6 +13,7 @@ use serde::Deserialize;
 use shared::auth::Scope;
 use shared::http::{ApiError, Caller, Json, Query, TaskPath};
 use shared::ids::{TaskId, TenantId};
+use shared::resume::Refused;
 
 use crate::State;
 use crate::follow::Follower;
@@ -46,14 +47,7 @@ pub async fn stream(
     caller: Result<Caller, ApiError>,
 ) -> Result<Response, ApiError> {
     let tenant = match &query.resume_token {
-        Some(token) => {
-            shared::resume::verify(&state.hmac_secret, token, task).ok_or_else(|| {
-                shared::http::unauthorized(
-                    "invalid_resume_token",
-                    "the resume_token is not valid for this task; use the one start_task returned",
-                )
-            })?
-        }
+        Some(token) => token_tenant(&state, token, task).await?,
         None => caller?.tenant_for(Scope::TasksRead)?,
     };
     let from = match last_event_id(&headers)? {
@@ -61,6 +55,28 @@ pub async fn stream(
         None => query.since_seq.unwrap_or(0),
     };
     open(state, tenant, task, from).await
+}
+
+/// The tenant whose `task` a resume token opens: the token must be this server's, for
+/// this task, unexpired, and minted with a key that is still live.
+async fn token_tenant(state: &State, token: &str, task: TaskId) -> Result<TenantId, ApiError> {
+    let refused = |why: Refused| {
+        let code = match why {
+            Refused::Invalid => "invalid_resume_token",
+            Refused::Expired => "expired_resume_token",
+        };
+        shared::http::unauthorized(code, &why.to_string())
+    };
+    let key = shared::resume::verify(&state.hmac_secret, token, task, shared::time::unix_now())
+        .map_err(refused)?;
+    match shared::auth::lookup_by_id(&state.pool, key).await {
+        Ok(Some(principal)) => Ok(principal.tenant_id),
+        Ok(None) => Err(shared::http::unauthorized(
+            "invalid_resume_token",
+            "the API key that started this task was revoked or expired, and its resume tokens with it",
+        )),
+        Err(e) => Err(ApiError::unavailable("postgres", e)),
+    }
 }
 
 /// `POST /mcp/tasks/{id}/resume {last_seq}`.
