@@ -76,6 +76,7 @@ pub struct Cluster {
     env: HashMap<&'static str, String>,
     roles: HashMap<String, Child>,
     ports: HashMap<String, u16>,
+    metrics_ports: HashMap<String, u16>,
     /// The HTTP base URL of the API process (command-api and query-api).
     pub base_url: String,
     /// An API key of tenant `alpha`.
@@ -192,6 +193,7 @@ impl Cluster {
             env,
             roles: HashMap::new(),
             ports: HashMap::new(),
+            metrics_ports: HashMap::new(),
             base_url: String::new(),
             api_key: String::new(),
             nats_url,
@@ -244,6 +246,7 @@ impl Cluster {
     /// the user for those roles; waits until ready.
     pub async fn spawn_role(&mut self, name: &str, roles: &str) -> anyhow::Result<u16> {
         let port = free_port();
+        let metrics_port = free_port();
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
         let user = match roles {
             "worker" | "projector" | "command-api" | "query-api" => roles,
@@ -258,7 +261,8 @@ impl Cluster {
             .args(["serve", "--roles", roles])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("NATS_URL", nats_user_url(nats_port, user))
-            .env("API_PORT", port.to_string());
+            .env("API_PORT", port.to_string())
+            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
         if roles == "worker" {
             // As workers should run where strangers' code runs: with no Postgres or Redis
             // credentials at all.
@@ -271,6 +275,7 @@ impl Cluster {
             .spawn()?;
         self.roles.insert(name.to_owned(), child);
         self.ports.insert(name.to_owned(), port);
+        self.metrics_ports.insert(name.to_owned(), metrics_port);
         let ready = format!("http://127.0.0.1:{port}/readyz");
         eventually(|| async {
             self.http
@@ -282,6 +287,11 @@ impl Cluster {
         .await
         .with_context(|| format!("{name} never became ready; log:\n{}", self.log(name)))?;
         Ok(port)
+    }
+
+    /// The `/metrics` URL of role process `name` (its `METRICS_ADDR`).
+    pub fn metrics_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_ports[name])
     }
 
     /// The HTTP base URL of role process `name`.

@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz` and `/metrics`, served by every process on its `API_PORT`.
+//! `/healthz` and `/readyz`, served by every process on its `API_PORT`, and `/metrics`,
+//! served apart on `METRICS_ADDR` (loopback by default: not for the public).
 
 use axum::Router;
 use axum::extract::State;
@@ -34,6 +35,12 @@ pub fn router(backends: Backends) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/readyz", get(ready))
+        .with_state(backends)
+}
+
+/// The metrics route, for the `METRICS_ADDR` listener.
+pub fn metrics_router(backends: Backends) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .with_state(backends)
 }

@@ -63,13 +63,29 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let faults = shared::faults::Faults::default();
-    let mut app = Router::new().merge(health::router(Backends {
+    let backends = Backends {
         pool: pool.clone(),
         redis: redis.as_ref().map(|(_, manager)| manager.clone()),
         nats: nats.clone(),
         metrics,
         faults: faults.clone(),
-    }));
+    };
+    if let Some(address) = config.metrics_addr {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address} (METRICS_ADDR; `off` for none)"))?;
+        let metrics = health::metrics_router(backends.clone());
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(listener, metrics)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+    let mut app = Router::new().merge(health::router(backends));
     let commands = || -> anyhow::Result<command_api::State> {
         Ok(command_api::State::new(
             given(&pool, "DATABASE_URL")?,

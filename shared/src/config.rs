@@ -34,6 +34,9 @@ pub struct Config {
     pub api_host: IpAddr,
     /// `API_PORT` (default 8080): the HTTP port of every process.
     pub api_port: u16,
+    /// `METRICS_ADDR` (default `127.0.0.1:9464`; `off` for none): where `/metrics` is
+    /// served, apart from the API. Processes on one machine need one each.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// `HMAC_SECRET` (at least 32 bytes): signs resume tokens.
     pub hmac_secret: String,
     /// `RESUME_TOKEN_TTL_S` (default 86400): how long a resume token opens its stream.
@@ -164,6 +167,10 @@ impl Config {
             nats_url: env.url("NATS_URL", &["nats", "tls"])?,
             api_host: env.parsed("API_HOST", "127.0.0.1".parse().expect("a literal IP"))?,
             api_port: env.parsed("API_PORT", 8080)?,
+            metrics_addr: match env.get("METRICS_ADDR").as_deref() {
+                Some("off") => None,
+                _ => Some(env.parsed("METRICS_ADDR", ([127, 0, 0, 1], 9464).into())?),
+            },
             hmac_secret: env.secret("HMAC_SECRET")?,
             resume_token_ttl: Duration::from_secs(env.positive("RESUME_TOKEN_TTL_S", 86_400)?),
             adapters_enabled: env.adapters()?,
@@ -397,6 +404,7 @@ mod tests {
             ("MCP_ALLOWED_HOSTS", " , "),
             ("TASK_MAX_TIMEOUT_S", "0"),
             ("TASK_DEFAULT_TIMEOUT_S", "999999999"),
+            ("METRICS_ADDR", "9464"),
             ("SHELL_UIDS", "5-1"),
             ("SHELL_UIDS", "0-100"),
             ("SHELL_MAX_PROCS", "0"),

@@ -283,7 +283,7 @@ async fn a_message_postgres_refuses_is_skipped_without_stalling_the_log() -> any
     assert_eq!(refused, 0);
     let metrics = cluster
         .http
-        .get(format!("{}/metrics", cluster.url("projector-2")))
+        .get(cluster.metrics_url("projector-2"))
         .send()
         .await?
         .text()

@@ -53,7 +53,7 @@ async fn an_event_redis_refuses_for_good_is_skipped_and_the_rest_goes_out() -> a
     // events reached AXON_LOG.
     cluster.assert_everywhere(&later, &after, true).await?;
     cluster.assert_everywhere(&task, &refused, false).await?;
-    let metrics = format!("{}/metrics", cluster.url("projector"));
+    let metrics = cluster.metrics_url("projector");
     let text = cluster.http.get(&metrics).send().await?.text().await?;
     let dropped = text
         .lines()
@@ -82,7 +82,7 @@ async fn sse_clients_leaving_all_at_once_leave_no_hub_topic() -> anyhow::Result<
     for _ in 0..50 {
         streams.push(cluster.sse(&task, "", None).await?);
     }
-    let metrics = format!("{}/metrics", cluster.base_url);
+    let metrics = cluster.metrics_url("api");
     let topics = || async {
         let text = cluster
             .http

@@ -26,11 +26,14 @@ async fn health_readiness_and_metrics() -> anyhow::Result<()> {
         get(format!("{}/healthz", cluster.base_url)).await?,
         (200, r#"{"status":"ok"}"#.into())
     );
-    let (status, api) = get(format!("{}/metrics", cluster.base_url)).await?;
+    // Metrics are on METRICS_ADDR (loopback), not on the public port.
+    let (status, _) = get(format!("{}/metrics", cluster.base_url)).await?;
+    assert_eq!(status, 404);
+    let (status, api) = get(cluster.metrics_url("api")).await?;
     assert_eq!(status, 200);
     assert!(api.contains("axon_sse_clients"), "{api}");
     assert!(api.contains(r#"axon_tasks{state="succeeded"} 1"#), "{api}");
-    let (_, projector) = get(format!("{}/metrics", cluster.url("projector"))).await?;
+    let (_, projector) = get(cluster.metrics_url("projector")).await?;
     assert!(
         projector.contains("axon_events_projected_total 5"),
         "{projector}"
