@@ -116,6 +116,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
             manager,
             hub,
             &config.hmac_secret,
+            config.sse_max_streams_per_tenant,
             shutdown.child_token(),
         );
         Ok(query_state.get_or_init(|| state).clone())

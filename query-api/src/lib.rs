@@ -11,6 +11,7 @@ pub mod log;
 pub mod reads;
 mod routes;
 pub mod status;
+pub mod streams;
 
 use std::sync::Arc;
 
@@ -35,19 +36,23 @@ pub struct State {
     log: LogReader,
     hub: Hub,
     hmac_secret: Arc<str>,
+    /// Open SSE streams per tenant.
+    streams: streams::OpenStreams,
     /// Ends every open SSE stream (on SIGTERM: clients resume elsewhere).
     shutdown: CancellationToken,
 }
 
 impl State {
     /// Builds the state; `axon` is stream `AXON`, `redis` a shared multiplexed connection;
-    /// `shutdown` ends every open SSE stream at once.
+    /// a tenant may have `max_streams` SSE streams open at once; `shutdown` ends every
+    /// open SSE stream at once.
     pub fn new(
         pool: PgPool,
         axon: Stream,
         redis: redis::aio::ConnectionManager,
         hub: Hub,
         hmac_secret: &str,
+        max_streams: usize,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -56,6 +61,7 @@ impl State {
             axon,
             hub,
             hmac_secret: hmac_secret.into(),
+            streams: streams::OpenStreams::new(max_streams),
             shutdown,
         }
     }

@@ -41,6 +41,9 @@ pub struct Config {
     pub hmac_secret: String,
     /// `RESUME_TOKEN_TTL_S` (default 86400): how long a resume token opens its stream.
     pub resume_token_ttl: Duration,
+    /// `SSE_MAX_STREAMS_PER_TENANT` (default 10000): SSE streams one tenant may have open
+    /// on one query-api process; more get 429.
+    pub sse_max_streams_per_tenant: usize,
     /// `ADAPTERS_ENABLED` (default `mock`): comma-separated adapters workers may run.
     pub adapters_enabled: Vec<String>,
     /// `TASK_DEFAULT_TIMEOUT_S` (default 3600): the timeout of a task started without one.
@@ -173,6 +176,7 @@ impl Config {
             },
             hmac_secret: env.secret("HMAC_SECRET")?,
             resume_token_ttl: Duration::from_secs(env.positive("RESUME_TOKEN_TTL_S", 86_400)?),
+            sse_max_streams_per_tenant: env.positive("SSE_MAX_STREAMS_PER_TENANT", 10_000)?,
             adapters_enabled: env.adapters()?,
             default_timeout_s: env.positive("TASK_DEFAULT_TIMEOUT_S", 3600)?,
             max_timeout_s: env.positive("TASK_MAX_TIMEOUT_S", 7 * 24 * 3600)?,

@@ -4,6 +4,7 @@ mod bad_input;
 mod control;
 mod crash;
 mod fanout;
+mod http_limits;
 mod limits;
 mod load;
 mod mcp_bad_input;

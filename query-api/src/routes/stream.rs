@@ -113,6 +113,16 @@ async fn open(
     task: TaskId,
     from: u64,
 ) -> Result<Response, ApiError> {
+    let Some(slot) = state.streams.take(tenant) else {
+        return Err(ApiError::too_many(
+            "too_many_streams",
+            format!(
+                "this tenant has {} streams open on this server, its limit (SSE_MAX_STREAMS_PER_TENANT); close one, or retry later",
+                state.streams.max()
+            ),
+            5,
+        ));
+    };
     // Subscribe before reading anything, so no live event falls between.
     let subscription = state.hub.subscribe(task);
     let status = status::find(&state.pool, &state.axon, tenant, task).await?;
@@ -123,10 +133,13 @@ async fn open(
     metrics::gauge!("axon_sse_clients").increment(1.0);
     let shutdown = state_shutdown.cancelled_owned();
     let events = futures::stream::unfold(
-        (follower, ClientGauge),
-        |(mut follower, gauge)| async move {
+        (follower, ClientGauge, slot),
+        |(mut follower, gauge, slot)| async move {
             let event = follower.as_mut()?.next_event().await?;
-            Some((Ok::<_, Infallible>(sse_event(&event)), (follower, gauge)))
+            Some((
+                Ok::<_, Infallible>(sse_event(&event)),
+                (follower, gauge, slot),
+            ))
         },
     )
     // On shutdown the stream ends at once; the client resumes elsewhere with Last-Event-ID.
