@@ -4,6 +4,7 @@
 
 mod cli;
 mod health;
+mod http_server;
 mod keys;
 mod nats_user;
 mod serve;

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use shared::config::Config;
 use sqlx::postgres::PgPoolOptions;
@@ -190,20 +189,12 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
         })?;
     tracing::info!(address = %listener.local_addr()?, ?roles, "serving");
     let server_token = shutdown.clone();
+    let limits = crate::http_server::Limits {
+        header_read_timeout: config.http.header_read_timeout,
+        max_connections: config.http.max_connections,
+    };
     tracker.spawn(async move {
-        // Stream frames (SSE events, MCP messages) go out as written, not held back by
-        // Nagle's algorithm until the client's delayed ACK (tens of milliseconds).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(server_token.clone().cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
+        crate::http_server::serve(listener, app, limits, server_token.clone()).await;
         server_token.cancel();
     });
 

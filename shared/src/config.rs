@@ -52,6 +52,8 @@ pub struct Config {
     pub max_timeout_s: u32,
     /// How long the streams keep messages.
     pub streams: StreamLimits,
+    /// The HTTP server's limits.
+    pub http: HttpLimits,
     /// Worker tuning.
     pub worker: WorkerConfig,
     /// The MCP endpoint.
@@ -71,6 +73,17 @@ pub struct McpConfig {
     /// `MCP_CONFORMANCE_FIXTURES` (default false): serve the conformance suite's fixture
     /// tools and resources too. For tests only.
     pub fixtures: bool,
+}
+
+/// What one process's HTTP server allows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HttpLimits {
+    /// `HTTP_HEADER_READ_TIMEOUT_S` (default 10): time for a request's headers to arrive
+    /// before the connection is closed.
+    pub header_read_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS` (default 20000): connections open at once; more wait in the
+    /// listen queue.
+    pub max_connections: usize,
 }
 
 /// How long JetStream keeps messages (applied when a role starts).
@@ -180,6 +193,12 @@ impl Config {
             adapters_enabled: env.adapters()?,
             default_timeout_s: env.positive("TASK_DEFAULT_TIMEOUT_S", 3600)?,
             max_timeout_s: env.positive("TASK_MAX_TIMEOUT_S", 7 * 24 * 3600)?,
+            http: HttpLimits {
+                header_read_timeout: Duration::from_secs(
+                    env.positive("HTTP_HEADER_READ_TIMEOUT_S", 10)?,
+                ),
+                max_connections: env.positive("HTTP_MAX_CONNECTIONS", 20_000)?,
+            },
             streams: StreamLimits {
                 axon_max_age: Duration::from_secs(env.positive(
                     "AXON_MAX_AGE_S",

@@ -1,7 +1,12 @@
-//! Limits of the HTTP front: open SSE streams per tenant.
+//! Limits of the HTTP front: open SSE streams per tenant, the header-read timeout, and the
+//! cap on open connections.
+
+use std::time::Duration;
 
 use e2e::{Cluster, Options};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn a_tenant_past_its_open_streams_gets_429_with_retry_after() -> anyhow::Result<()> {
@@ -71,5 +76,79 @@ async fn a_tenant_past_its_open_streams_gets_429_with_retry_after() -> anyhow::R
             .is_ok_and(|r| r.status() == 200)
     })
     .await?;
+    Ok(())
+}
+
+/// The API port of `cluster`.
+fn api_address(cluster: &Cluster) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(&cluster.base_url)?;
+    Ok(format!("127.0.0.1:{}", url.port().unwrap_or(80)))
+}
+
+/// Whether `tcp` answers (or closes) within `wait`: the bytes read, or `None` on silence.
+async fn answer(tcp: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut buffer = vec![0; 1024];
+    match tokio::time::timeout(wait, tcp.read(&mut buffer)).await {
+        Ok(Ok(n)) => Some(buffer[..n].to_vec()),
+        Ok(Err(_)) => Some(Vec::new()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options {
+        env: vec![("HTTP_HEADER_READ_TIMEOUT_S", "1")],
+        ..Options::default()
+    })
+    .await?;
+    let mut slow = TcpStream::connect(api_address(&cluster)?).await?;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    let answered = answer(&mut slow, Duration::from_secs(5)).await;
+    assert!(
+        answered.is_some(),
+        "the server closed the connection after the header-read timeout"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_one_closes() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options {
+        env: vec![("HTTP_MAX_CONNECTIONS", "2")],
+        ..Options::default()
+    })
+    .await?;
+    let address = api_address(&cluster)?;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Keep-alive connections that got an answer stay open, each holding a place (the
+    // harness's own client may hold one too), until one gets no answer: the cap.
+    let mut open = Vec::new();
+    let mut waiting = loop {
+        let mut tcp = TcpStream::connect(&address).await?;
+        tcp.write_all(request).await?;
+        match answer(&mut tcp, Duration::from_millis(800)).await {
+            Some(bytes) => {
+                assert!(String::from_utf8_lossy(&bytes).starts_with("HTTP/1.1 200"));
+                open.push(tcp);
+                assert!(
+                    open.len() <= 2,
+                    "more connections than HTTP_MAX_CONNECTIONS"
+                );
+            }
+            None => break tcp,
+        }
+    };
+    assert!(!open.is_empty(), "the first connection is served");
+    drop(open.pop());
+    let answered = answer(&mut waiting, Duration::from_secs(5))
+        .await
+        .unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&answered).starts_with("HTTP/1.1 200"),
+        "answered once a connection closed: {}",
+        String::from_utf8_lossy(&answered)
+    );
     Ok(())
 }
