@@ -85,9 +85,18 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
         });
     }
     let mut app = Router::new().merge(health::router(backends));
+    // One API key cache per process, kept current while the process serves keys.
+    let keys = pool.clone().map(shared::keys::Keys::new);
+    if let Some(keys) = &keys
+        && roles
+            .iter()
+            .any(|r| matches!(r, Role::CommandApi | Role::QueryApi | Role::Mcp))
+    {
+        tracker.spawn(keys.clone().follow(shutdown.child_token()));
+    }
     let commands = || -> anyhow::Result<command_api::State> {
         Ok(command_api::State::new(
-            given(&pool, "DATABASE_URL")?,
+            given(&keys, "DATABASE_URL")?,
             js.clone(),
             streams.axon.clone(),
             command_api::Settings {
@@ -110,7 +119,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
         let hub = query_api::hub::Hub::new(manager.clone());
         tracker.spawn(hub.clone().run(client, shutdown.child_token()));
         let state = query_api::State::new(
-            given(&pool, "DATABASE_URL")?,
+            given(&keys, "DATABASE_URL")?,
             streams.axon.clone(),
             manager,
             hub,
@@ -134,7 +143,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 let backend = mcp::Backend::new(
                     commands()?,
                     queries()?,
-                    given(&pool, "DATABASE_URL")?,
+                    given(&keys, "DATABASE_URL")?,
                     given(&redis, "REDIS_URL")?.1,
                     settings,
                 );

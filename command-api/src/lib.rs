@@ -16,6 +16,7 @@ use async_nats::jetstream::stream::Stream;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::post;
+use shared::keys::Keys;
 use sqlx::PgPool;
 
 /// The largest request body accepted.
@@ -25,6 +26,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct State {
     pool: PgPool,
+    keys: Keys,
     js: Context,
     axon: Stream,
     settings: Arc<Settings>,
@@ -48,10 +50,12 @@ pub struct Settings {
 }
 
 impl State {
-    /// Builds the state from connected backends; `axon` is stream `AXON`.
-    pub fn new(pool: PgPool, js: Context, axon: Stream, settings: Settings) -> Self {
+    /// Builds the state from connected backends; `keys` is the process's API key cache
+    /// (and its Postgres pool), `axon` is stream `AXON`.
+    pub fn new(keys: Keys, js: Context, axon: Stream, settings: Settings) -> Self {
         Self {
-            pool,
+            pool: keys.pool().clone(),
+            keys,
             js,
             axon,
             settings: Arc::new(settings),
@@ -59,9 +63,9 @@ impl State {
     }
 }
 
-impl FromRef<State> for PgPool {
+impl FromRef<State> for Keys {
     fn from_ref(state: &State) -> Self {
-        state.pool.clone()
+        state.keys.clone()
     }
 }
 

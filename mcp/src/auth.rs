@@ -25,7 +25,7 @@ const SESSION_HEADER: &str = "mcp-session-id";
 /// response opens to the caller's tenant.
 pub async fn require_key(State(backend): State<Backend>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    let caller = match Caller::from_request_parts(&mut parts, &backend.pool).await {
+    let caller = match Caller::from_request_parts(&mut parts, &backend.keys).await {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };

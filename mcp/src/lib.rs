@@ -31,7 +31,7 @@ use redis::aio::ConnectionManager;
 use rmcp::task_manager::TaskManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use sqlx::PgPool;
+use shared::keys::Keys;
 use tokio_util::sync::CancellationToken;
 
 use uuid::Uuid;
@@ -59,7 +59,7 @@ pub struct Settings {
 pub struct Backend {
     commands: command_api::State,
     queries: query_api::State,
-    pool: PgPool,
+    keys: Keys,
     redis: ConnectionManager,
     settings: Arc<Settings>,
     /// The conformance fixtures' tasks (in process; AxonTask's own tasks are in the stores).
@@ -73,14 +73,14 @@ impl Backend {
     pub fn new(
         commands: command_api::State,
         queries: query_api::State,
-        pool: PgPool,
+        keys: Keys,
         redis: ConnectionManager,
         settings: Settings,
     ) -> Self {
         Self {
             commands,
             queries,
-            pool,
+            keys,
             redis,
             settings: Arc::new(settings),
             fixture_tasks: Arc::default(),

@@ -23,6 +23,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use shared::ids::{TaskId, TenantId};
+use shared::keys::Keys;
 
 use crate::follow::Follower;
 use crate::hub::Hub;
@@ -32,6 +33,7 @@ use crate::log::LogReader;
 #[derive(Clone)]
 pub struct State {
     pool: PgPool,
+    keys: Keys,
     axon: Stream,
     log: LogReader,
     hub: Hub,
@@ -43,11 +45,12 @@ pub struct State {
 }
 
 impl State {
-    /// Builds the state; `axon` is stream `AXON`, `redis` a shared multiplexed connection;
+    /// Builds the state; `keys` is the process's API key cache (and its Postgres pool),
+    /// `axon` is stream `AXON`, `redis` a shared multiplexed connection;
     /// a tenant may have `max_streams` SSE streams open at once; `shutdown` ends every
     /// open SSE stream at once.
     pub fn new(
-        pool: PgPool,
+        keys: Keys,
         axon: Stream,
         redis: redis::aio::ConnectionManager,
         hub: Hub,
@@ -56,8 +59,9 @@ impl State {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            log: LogReader::new(pool.clone(), redis),
-            pool,
+            log: LogReader::new(keys.pool().clone(), redis),
+            pool: keys.pool().clone(),
+            keys,
             axon,
             hub,
             hmac_secret: hmac_secret.into(),
@@ -77,9 +81,9 @@ impl State {
     }
 }
 
-impl FromRef<State> for PgPool {
+impl FromRef<State> for Keys {
     fn from_ref(state: &State) -> Self {
-        state.pool.clone()
+        state.keys.clone()
     }
 }
 

@@ -10,10 +10,10 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use sqlx::PgPool;
 
 use crate::auth::{self, Principal, Scope};
 use crate::ids::{TaskId, TenantId};
+use crate::keys::Keys;
 
 /// An error answer: a status, a stable code and a message that says how to fix it.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,7 +219,7 @@ pub fn unauthorized(code: &'static str, message: &str) -> ApiError {
 
 impl<S> FromRequestParts<S> for Caller
 where
-    PgPool: FromRef<S>,
+    Keys: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -241,8 +241,7 @@ where
         if !auth::is_well_formed(key) {
             return Err(invalid());
         }
-        let pool = PgPool::from_ref(state);
-        match auth::lookup(&pool, key).await {
+        match Keys::from_ref(state).lookup(key).await {
             Ok(Some(principal)) => Ok(Self(principal)),
             Ok(None) => Err(invalid()),
             Err(e) => Err(ApiError::unavailable("postgres", e)),

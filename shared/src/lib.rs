@@ -15,6 +15,7 @@ pub mod events;
 pub mod faults;
 pub mod http;
 pub mod ids;
+pub mod keys;
 pub mod names;
 pub mod nats;
 pub mod resume;

@@ -152,3 +152,61 @@ async fn connections_past_the_cap_wait_until_one_closes() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// `axon_key_lookups_total{source="postgres"}` of the api process.
+async fn postgres_key_lookups(cluster: &Cluster) -> anyhow::Result<u64> {
+    let metrics = cluster
+        .http
+        .get(cluster.metrics_url("api"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(metrics
+        .lines()
+        .find(|l| l.starts_with("axon_key_lookups_total{source=\"postgres\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+#[tokio::test]
+async fn a_flood_of_made_up_keys_barely_reaches_postgres_and_revocation_still_works()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    // The cache has loaded the key once the first request is served from it.
+    let list = format!("{}/mcp/tasks", cluster.base_url);
+    let served = |key: String| {
+        let (http, list) = (cluster.http.clone(), list.clone());
+        async move {
+            let response = http.get(&list).header("X-Api-Key", key).send().await;
+            response.map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+    };
+    assert_eq!(served(cluster.api_key.clone()).await, 200);
+    let before = postgres_key_lookups(&cluster).await?;
+    let mut flood = Vec::new();
+    for n in 0..500 {
+        flood.push(served(format!("axon_{n:0>32}")));
+    }
+    let statuses = futures::future::join_all(flood).await;
+    assert!(
+        statuses.iter().all(|s| *s == 401),
+        "every made-up key is refused"
+    );
+    let reached = postgres_key_lookups(&cluster).await? - before;
+    assert!(
+        reached <= 150,
+        "{reached} of 500 made-up keys reached Postgres"
+    );
+
+    // A new key works at once; a revoked one stops within seconds.
+    let fresh = cluster.create_key("alpha").await?;
+    assert_eq!(served(fresh.clone()).await, 200);
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1")
+        .bind(shared::auth::hash_key(&fresh))
+        .execute(&cluster.pg().await?)
+        .await?;
+    e2e::eventually(|| async { served(fresh.clone()).await == 401 }).await?;
+    Ok(())
+}
