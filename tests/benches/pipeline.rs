@@ -20,6 +20,8 @@ const PAYLOAD: usize = 300;
 async fn main() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(Options {
         release: true,
+        // Room for the 200 tasks at once of the many-tasks row.
+        env: vec![("WORKER_CONCURRENCY", "256")],
         ..Options::default()
     })
     .await?;
@@ -62,6 +64,17 @@ async fn main() -> anyhow::Result<()> {
     row(
         "10 shell tasks × 20,000 lines, one SSE client each",
         ten,
+        "events/s",
+        Some(nats),
+    );
+
+    let (took, rate) = many_mock_tasks(&cluster, 200, 500).await?;
+    row(
+        &format!(
+            "200 mock tasks × 500 steps at once, one worker ({:.1} s)",
+            took.as_secs_f64()
+        ),
+        rate,
         "events/s",
         Some(nats),
     );
@@ -347,6 +360,39 @@ async fn chatty_tasks(cluster: &Cluster, tasks: usize, lines: usize) -> anyhow::
         "every line is one event: {counts:?} events for {lines} lines each"
     );
     Ok(per_second(events, started))
+}
+
+/// `tasks` mock tasks of `steps` steps each, started at once on the one worker (more than
+/// its in-flight ack budget), each followed by an SSE client; how long from the first start
+/// to the last terminal event received, and events/s. Every chain must be whole.
+async fn many_mock_tasks(
+    cluster: &Cluster,
+    tasks: usize,
+    steps: usize,
+) -> anyhow::Result<(std::time::Duration, f64)> {
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..tasks {
+        let task = cluster
+            .start_task(json!({"name": "many", "adapter": "mock", "args": {"steps": steps, "interval_ms": 0}}))
+            .await?;
+        let stream = cluster.sse(&task, "", None).await?;
+        readers.push(tokio::spawn(async move {
+            let events = e2e::collect_to_end(stream).await?;
+            e2e::assert_chain(&events);
+            anyhow::ensure!(
+                events.len() == steps + 3,
+                "{} events for {steps} steps",
+                events.len()
+            );
+            anyhow::Ok(events.len())
+        }));
+    }
+    let mut events = 0;
+    for reader in readers {
+        events += reader.await??;
+    }
+    Ok((started.elapsed(), per_second(events, started)))
 }
 
 /// A mock task of `steps` progress events `interval_ms` apart, followed live by `clients`
