@@ -44,7 +44,7 @@ fn default_message() -> String {
 pub struct ShellArgs {
     /// A string for `/bin/sh -c`, or an argv list.
     pub command: ShellCommand,
-    /// The working directory.
+    /// A directory inside the task's own working directory (relative, without `..`).
     pub cwd: Option<String>,
     /// Extra environment variables (the server's own environment is never passed on).
     #[serde(default)]
@@ -114,6 +114,16 @@ pub fn parse(adapter: &str, args: &Value) -> Result<AdapterArgs, String> {
                     .any(|(k, v)| nul(k) || nul(v) || k.contains('='));
             if has_nul {
                 return Err("shell args: command, cwd and env may not contain NUL, and env names may not contain '='".into());
+            }
+            let outside = shell.cwd.as_deref().is_some_and(|cwd| {
+                let path = std::path::Path::new(cwd);
+                path.is_absolute()
+                    || path
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+            });
+            if outside {
+                return Err("shell args: cwd is a directory inside the task's own working directory: a relative path without '..'".into());
             }
             Ok(AdapterArgs::Shell(shell))
         }
@@ -186,6 +196,10 @@ mod tests {
         assert!(parse("shell", &json!({"command": []})).is_err());
         assert!(parse("shell", &json!({})).is_err());
         assert!(parse("shell", &json!({"command": "x", "env": {"A=B": "1"}})).is_err());
+        assert!(parse("shell", &json!({"command": "x", "cwd": "src/app"})).is_ok());
+        for outside in ["/etc", "../x", "a/../../b"] {
+            assert!(parse("shell", &json!({"command": "x", "cwd": outside})).is_err());
+        }
     }
 
     #[test]

@@ -192,14 +192,14 @@ async fn the_log_catches_up_after_redis_was_down() -> anyhow::Result<()> {
 async fn a_start_command_delivered_again_after_the_end_does_not_run_the_task_again()
 -> anyhow::Result<()> {
     let cluster = Cluster::start(Options::default()).await?;
-    // A place outside the task's own directory (removed after each run) that its sandbox
-    // user may write to.
+    // A file outside the task's own directory that its sandbox user may append to; it
+    // stays root's, so the sandbox does not delete it with the task's own leftovers.
     let scratch = tempfile::tempdir()?;
-    std::fs::set_permissions(
-        scratch.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )?;
     let runs = scratch.path().join("runs");
+    std::fs::write(&runs, "")?;
+    for path in [scratch.path(), runs.as_path()] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    }
     let command = format!("echo ran >> {}", runs.display());
     let task = cluster
         .start_task(json!({"name": "once", "adapter": "shell", "args": {"command": command}}))

@@ -92,6 +92,28 @@ async fn a_shell_task_cannot_log_in_to_postgres_as_the_superuser() -> anyhow::Re
 }
 
 #[tokio::test]
+async fn what_a_task_leaves_in_shared_temporary_places_is_deleted_with_it() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let name = format!("axon-leftover-{}", uuid::Uuid::now_v7().simple());
+    let command = format!(
+        "echo secret > /tmp/{name}; mkdir -p /var/tmp/{name}/deep; echo x > /var/tmp/{name}/deep/f; \
+         echo \"$GREETING\"; ulimit -p"
+    );
+    let task = cluster
+        .start_task(json!({"name": "litter", "adapter": "shell",
+            "args": {"command": command, "env": {"LD_PRELOAD": "", "GREETING": "hi"}}}))
+        .await?;
+    let events = cluster.stream_to_end(&task).await?;
+    assert_eq!(kinds(&events).last(), Some(&"succeeded"), "{events:?}");
+    // The task's own environment reaches its command, and the limits hold whatever it says.
+    assert_eq!(lines(&events), ["hi", "256"]);
+    for path in [format!("/tmp/{name}"), format!("/var/tmp/{name}")] {
+        assert!(!std::path::Path::new(&path).exists(), "{path} was deleted");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_task_cannot_read_another_running_task_s_files_or_environment() -> anyhow::Result<()> {
     let cluster = Cluster::start(Options::default()).await?;
     let first = cluster

@@ -196,8 +196,14 @@ async fn decide(
         tracing::warn!(task_id = %start.task_id, attempt, "another run started the task first; leaving it to that run");
         return Ok(Verdict::Superseded);
     };
+    // On a retry, the previous run may have stored its end between the preflight and the
+    // claim: then the task is over (the projector drops this run's start).
+    if attempt > 1 && already_ended(env, start).await.unwrap_or(false) {
+        return Ok(Verdict::AlreadyEnded);
+    }
     let deadline = deadline(env, start, attempt).await;
     let watch = Watch {
+        task_id: start.task_id,
         cancels,
         cancel_subject: names::cancel_subject(start.tenant_id, start.task_id),
         started_subject: names::event_subject(start.tenant_id, start.task_id, EventKind::Started),
@@ -270,7 +276,11 @@ async fn supervise(
                     reason = watch.check(env).await;
                 }
             }
-            Some(_) = watch.cancels.next(), if reason.is_none() => reason = Some(Stop::Cancel),
+            Some(message) = watch.cancels.next(), if reason.is_none() => {
+                if watch.is_cancel(&message.payload) {
+                    reason = Some(Stop::Cancel);
+                }
+            }
             () = &mut timeout, if reason.is_none() => reason = Some(Stop::Timeout),
             () = shutdown.cancelled(), if reason.is_none() => reason = Some(Stop::Shutdown),
             () = emitter.over_limit(), if reason.is_none() => reason = Some(Stop::OverLimit),
@@ -299,6 +309,8 @@ async fn supervise(
 
 /// What a running attempt watches besides its adapter.
 struct Watch {
+    /// The task.
+    task_id: TaskId,
     /// The live subscription to the task's cancel subject (at most once).
     cancels: async_nats::Subscriber,
     /// That subject, to look the cancel up in `AXON`.
@@ -310,6 +322,17 @@ struct Watch {
 }
 
 impl Watch {
+    /// Whether a message on the cancel subject is this task's cancel command (anything
+    /// else that lands there is not obeyed).
+    fn is_cancel(&self, payload: &[u8]) -> bool {
+        let command = serde_json::from_slice::<CancelCommand>(payload);
+        let ours = command.as_ref().is_ok_and(|c| c.task_id == self.task_id);
+        if !ours {
+            tracing::warn!(subject = %self.cancel_subject, "a message on the cancel subject that is not this task's cancel; ignored");
+        }
+        ours
+    }
+
     /// The periodic check against `AXON`: a stored cancel the live subscription missed
     /// (a reconnect), or a newer run's start (this run's command was redelivered while
     /// NATS could not hear from it). A failed lookup changes nothing.
@@ -319,7 +342,7 @@ impl Watch {
         let started =
             shared::nats::last_on_subject_at::<IgnoredAny>(&env.axon, self.started_subject.clone());
         match tokio::join!(cancel, started) {
-            (Ok(Some(_)), _) => Some(Stop::Cancel),
+            (Ok(Some(command)), _) if command.task_id == self.task_id => Some(Stop::Cancel),
             (_, Ok(Some((last, _)))) if last != self.own => {
                 tracing::warn!(subject = %self.started_subject, "a newer run started this task; stopping this one without a report");
                 Some(Stop::Superseded)
@@ -346,8 +369,14 @@ async fn preflight(env: &Env, start: &StartCommand, attempt: u32) -> Result<Adap
         }
     }
     match shared::nats::last_on_subject::<CancelCommand>(&env.axon, cancel_subject).await {
-        Ok(Some(_)) => return Err(Verdict::End(TaskEvent::Canceled {})),
-        Ok(None) => {}
+        Ok(Some(command)) if command.task_id == start.task_id => {
+            return Err(Verdict::End(TaskEvent::Canceled {}));
+        }
+        Ok(_) => {}
+        // Something else landed on the cancel subject: not a cancel.
+        Err(e @ shared::nats::Error::Payload { .. }) => {
+            tracing::warn!(error = %e, "not a cancel command; ignored");
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot look for cancels; handing the task back");
             return Err(Verdict::HandBack);

@@ -28,6 +28,12 @@ use tokio_util::sync::CancellationToken;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Kills the task if the worker dies, and forbids gaining privileges (util-linux).
 const SETPRIV: &str = "/usr/bin/setpriv";
+/// Run as the cell's user id with its directory as `$1`: makes everything there
+/// deletable, deletes it, and deletes the user id's files in the shared temporary places.
+const CLEANER: &str = "[ -d \"$1\" ] && chmod -R u+rwX \"$1\" 2>/dev/null; \
+    [ -d \"$1\" ] && find \"$1\" -mindepth 1 -delete 2>/dev/null; \
+    find /tmp /var/tmp /dev/shm -xdev -user \"$(id -u)\" -delete 2>/dev/null; \
+    [ ! -d \"$1\" ] || [ -z \"$(ls -A \"$1\")\" ]";
 
 /// The sandbox of one worker process.
 #[derive(Debug)]
@@ -51,6 +57,11 @@ impl Sandbox {
     /// exists, `SHELL_WORK_DIR` is usable) and makes the directories. The error says what
     /// to fix.
     pub fn prepare(config: &ShellConfig) -> Result<Self, String> {
+        if !Path::new(SETPRIV).exists() {
+            return Err(format!(
+                "{SETPRIV} (util-linux) is missing; the shell sandbox needs it to forbid gaining privileges"
+            ));
+        }
         if !Uid::effective().is_root() {
             return Err("the shell adapter runs each task as a user of its own, which needs a worker started as root (it never runs tasks as root); start the worker as root, or remove shell from ADAPTERS_ENABLED".into());
         }
@@ -95,7 +106,11 @@ impl Sandbox {
                 dir: self.root.join(uid.to_string()),
                 _held: held,
             };
-            cell.clear().await?;
+            // A user id whose leftovers cannot be cleared is skipped, not reused.
+            if let Err(e) = cell.clear().await {
+                tracing::error!(uid, error = %e, "cannot clear a sandbox user id; trying the next");
+                continue;
+            }
             let dir = cell.dir.clone();
             let gid = self.gid;
             tokio::task::spawn_blocking(move || {
@@ -109,7 +124,7 @@ impl Sandbox {
             return Ok(cell);
         }
         Err(format!(
-            "every user id in SHELL_UIDS ({first}-{last}) runs a task; widen the range or lower WORKER_CONCURRENCY"
+            "no user id in SHELL_UIDS ({first}-{last}) is free (each runs a task, or could not be cleared: see the log); widen the range or lower WORKER_CONCURRENCY"
         ))
     }
 
@@ -168,24 +183,22 @@ impl Cell {
         cwd: Option<&str>,
     ) -> Command {
         let config = &self.sandbox.config;
-        // Applied by `/bin/sh` as the task's user before it execs the command.
+        // Applied by `/bin/sh` as the task's user before it execs the command; the task's
+        // own `env` is set only then, by `env`, so nothing of it (LD_PRELOAD, say) reaches
+        // setpriv or the shell that sets the limits.
         let limits = format!(
-            "ulimit -c 0 && ulimit -n 1024 && ulimit -p {} && ulimit -v {} && ulimit -t {} && ulimit -f {} && exec \"$@\"",
+            "ulimit -c 0 && ulimit -n 1024 && ulimit -p {} && ulimit -v {} && ulimit -t {} && ulimit -f {} && exec /usr/bin/env -- \"$@\"",
             config.max_procs,
             config.max_memory_mb * 1024,
             config.max_cpu_s,
             config.max_file_mb * 2048,
         );
-        let mut command = if Path::new(SETPRIV).exists() {
-            let mut c = Command::new(SETPRIV);
-            c.args(["--no-new-privs", "--pdeathsig", "KILL", "--", "/bin/sh"]);
-            c
-        } else {
-            Command::new("/bin/sh")
-        };
+        let mut command = Command::new(SETPRIV);
         let dir = self.dir.display().to_string();
         command
+            .args(["--no-new-privs", "--pdeathsig", "KILL", "--", "/bin/sh"])
             .args(["-c", &limits, "axontask-shell"])
+            .args(env.iter().map(|(name, value)| format!("{name}={value}")))
             .args(argv)
             .env_clear()
             .envs([
@@ -196,7 +209,6 @@ impl Cell {
                 ("USER", config.user.as_str()),
                 ("LOGNAME", config.user.as_str()),
             ])
-            .envs(env)
             .current_dir(self.dir.join(cwd.unwrap_or(".")))
             .uid(self.uid)
             .gid(self.sandbox.gid)
@@ -213,17 +225,36 @@ impl Cell {
         procs::kill_all(self.uid, self.sandbox.gid).await
     }
 
-    /// Kills every process of the cell and removes its directory.
+    /// Kills every process of the cell, deletes every file its user id owns where tasks
+    /// may write (its directory's contents, and in `/tmp`, `/var/tmp`, `/dev/shm`) as that
+    /// user id (`find` copes with trees of any depth), then removes the empty directory.
     async fn clear(&self) -> Result<(), String> {
         self.kill_all().await?;
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        let dir = self.dir.display().to_string();
+        let cleaned = Command::new("/bin/sh")
+            .args(["-c", CLEANER, "axontask-clean", &dir])
+            .uid(self.uid)
+            .gid(self.sandbox.gid)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .map_err(|e| format!("cannot run the cleaner: {e}"))?;
+        if !cleaned.success() {
+            return Err(format!("the cleaner of {dir} failed ({cleaned})"));
+        }
+        let path = self.dir.clone();
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot remove {}: {e}", self.dir.display()))
+        .map_err(|e| format!("cannot remove {dir}: {e}"))
     }
 
     /// Ends the cell: kills what is left, removes the directory, frees the user id.

@@ -27,29 +27,32 @@ pub fn owners(range: (u32, u32)) -> HashSet<u32> {
         .collect()
 }
 
-/// The real user id of a process from its `status`, unless it is a zombie.
+/// The real user id of a process from its `status`, unless it is a zombie (one whose
+/// other threads still run is not: its main thread exited, the process lives on).
 fn live_uid(status: &str) -> Option<u32> {
-    let mut uid = None;
-    for line in status.lines() {
-        if let Some(state) = line.strip_prefix("State:") {
-            if state.trim_start().starts_with('Z') {
-                return None;
-            }
-        } else if let Some(ids) = line.strip_prefix("Uid:") {
-            uid = ids.split_whitespace().next()?.parse().ok();
-        }
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    let zombie = field("State:").is_some_and(|state| state.starts_with('Z'));
+    let threads: u32 = field("Threads:").and_then(|n| n.parse().ok()).unwrap_or(1);
+    if zombie && threads <= 1 {
+        return None;
     }
-    uid
+    field("Uid:")?.split_whitespace().next()?.parse().ok()
 }
 
 /// SIGKILLs every process of `uid` (a shell running as `uid` calls `kill(-1)`, which the
-/// kernel applies to all of them at once, forks included) until none is left.
+/// kernel applies to all of them at once, forks included) until none is left. The first
+/// round runs whatever `/proc` shows, in case it shows a process as gone that is not.
 pub async fn kill_all(uid: u32, gid: u32) -> Result<(), String> {
-    for _ in 0..KILL_ROUNDS {
+    for round in 0..KILL_ROUNDS {
         let alive = tokio::task::spawn_blocking(move || owners((uid, uid)))
             .await
             .map_err(|e| e.to_string())?;
-        if alive.is_empty() {
+        if round > 0 && alive.is_empty() {
             return Ok(());
         }
         Command::new("/bin/sh")
@@ -73,10 +76,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zombies_do_not_count() {
-        let live = "Name:\tsleep\nState:\tS (sleeping)\nUid:\t2000001\t2000001\t2000001\t2000001\n";
-        assert_eq!(live_uid(live), Some(2_000_001));
-        let zombie = "Name:\tsleep\nState:\tZ (zombie)\nUid:\t2000001\t2000001\t2000001\t2000001\n";
-        assert_eq!(live_uid(zombie), None);
+    fn zombies_do_not_count_unless_threads_live_on() {
+        let status = |state: &str, threads: u32| {
+            format!(
+                "Name:\tsleep\nState:\t{state}\nUid:\t2000001\t2000001\t2000001\t2000001\nThreads:\t{threads}\n"
+            )
+        };
+        assert_eq!(live_uid(&status("S (sleeping)", 1)), Some(2_000_001));
+        assert_eq!(live_uid(&status("Z (zombie)", 1)), None);
+        assert_eq!(live_uid(&status("Z (zombie)", 3)), Some(2_000_001));
     }
 }
