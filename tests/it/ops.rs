@@ -91,6 +91,25 @@ async fn a_bad_setting_stops_start_up_naming_the_variable() -> anyhow::Result<()
         .await?;
     assert!(!ok);
     assert!(stderr.contains("DATABASE_URL is not set"), "{stderr}");
+    // A shell work directory someone else controls is refused.
+    let foreign = tempfile::tempdir()?;
+    std::os::unix::fs::chown(foreign.path(), Some(65534), None)?;
+    let work_dir = foreign.path().join("tasks");
+    let (ok, stderr) = cluster
+        .run_with_env(
+            &["serve", "--roles", "worker"],
+            &[
+                ("SHELL_WORK_DIR", work_dir.to_str().unwrap_or_default()),
+                ("API_PORT", "0"),
+                ("METRICS_ADDR", "off"),
+            ],
+        )
+        .await?;
+    assert!(!ok);
+    assert!(
+        stderr.contains("SHELL_WORK_DIR") && stderr.contains("owned by root"),
+        "{stderr}"
+    );
     // A secret everyone can read in .env.example or docker-compose.yml is refused.
     let (ok, stderr) = cluster
         .run_with_env(

@@ -12,7 +12,7 @@
 mod procs;
 
 use std::fs::{File, OpenOptions, Permissions};
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -266,13 +266,22 @@ impl Cell {
     }
 }
 
-/// Checks that other users can reach `dir` (every ancestor searchable).
+/// Checks that other users can reach `dir` (every ancestor searchable) and that only root
+/// controls the way there: no symbolic link, every part owned by root, none writable by
+/// others unless sticky (as `/tmp` is).
 fn searchable(dir: &Path) -> Result<(), String> {
     for ancestor in dir.ancestors() {
-        let mode = std::fs::metadata(ancestor)
-            .map_err(|e| format!("SHELL_WORK_DIR: {}: {e}", ancestor.display()))?
-            .permissions()
-            .mode();
+        let meta = std::fs::symlink_metadata(ancestor)
+            .map_err(|e| format!("SHELL_WORK_DIR: {}: {e}", ancestor.display()))?;
+        let mode = meta.permissions().mode();
+        let writable_by_others = mode & 0o022 != 0 && mode & 0o1000 == 0;
+        if meta.file_type().is_symlink() || meta.uid() != 0 || writable_by_others {
+            return Err(format!(
+                "SHELL_WORK_DIR {}: {} must be a directory owned by root that only root can write to (not a symbolic link), so no one else can swap what tasks get",
+                dir.display(),
+                ancestor.display()
+            ));
+        }
         if mode & 0o001 == 0 {
             return Err(format!(
                 "SHELL_WORK_DIR {}: {} (mode {:o}) is not searchable by other users, so tasks could not reach their directories; pick a directory such as /var/lib/axontask/tasks",
