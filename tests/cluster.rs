@@ -245,8 +245,50 @@ impl Cluster {
     /// Starts `axontask serve --roles ROLES` as the process `name`, connected to NATS as
     /// the user for those roles; waits until ready.
     pub async fn spawn_role(&mut self, name: &str, roles: &str) -> anyhow::Result<u16> {
-        let port = free_port();
-        let metrics_port = free_port();
+        // A port found free may be taken by another test's process before this one binds
+        // it: then the process exits at once, and it starts again on other ports.
+        for _ in 0..3 {
+            let port = free_port();
+            let metrics_port = free_port();
+            let mut child = self.spawn_serve(name, roles, port, metrics_port)?;
+            let ready = format!("http://127.0.0.1:{port}/readyz");
+            let up = eventually(|| {
+                let exited = child.try_wait().ok().flatten().is_some();
+                let http = self.http.clone();
+                let ready = ready.clone();
+                async move {
+                    exited
+                        || http
+                            .get(&ready)
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200)
+                }
+            })
+            .await;
+            let exited = child.try_wait().ok().flatten().is_some();
+            if up.is_ok() && !exited {
+                self.roles.insert(name.to_owned(), child);
+                self.ports.insert(name.to_owned(), port);
+                self.metrics_ports.insert(name.to_owned(), metrics_port);
+                return Ok(port);
+            }
+            if !(exited && self.log(name).contains("Address already in use")) {
+                anyhow::bail!("{name} never became ready; log:\n{}", self.log(name));
+            }
+        }
+        anyhow::bail!("{name} found no free port; log:\n{}", self.log(name))
+    }
+
+    /// Starts `axontask serve --roles ROLES` as `name` on the given ports, connected to
+    /// NATS as the user for those roles.
+    fn spawn_serve(
+        &self,
+        name: &str,
+        roles: &str,
+        port: u16,
+        metrics_port: u16,
+    ) -> anyhow::Result<Child> {
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
         let user = match roles {
             "worker" | "projector" | "command-api" | "query-api" => roles,
@@ -268,25 +310,11 @@ impl Cluster {
             // credentials at all.
             command.env_remove("DATABASE_URL").env_remove("REDIS_URL");
         }
-        let child = command
+        Ok(command
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
-            .spawn()?;
-        self.roles.insert(name.to_owned(), child);
-        self.ports.insert(name.to_owned(), port);
-        self.metrics_ports.insert(name.to_owned(), metrics_port);
-        let ready = format!("http://127.0.0.1:{port}/readyz");
-        eventually(|| async {
-            self.http
-                .get(&ready)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await
-        .with_context(|| format!("{name} never became ready; log:\n{}", self.log(name)))?;
-        Ok(port)
+            .spawn()?)
     }
 
     /// The `/metrics` URL of role process `name` (its `METRICS_ADDR`).
