@@ -142,6 +142,7 @@ impl Hub {
         client: &Client,
         config: &AsyncConnectionConfig,
     ) -> redis::RedisResult<()> {
+        let mut checked = Instant::now();
         let mut conn = client
             .get_multiplexed_async_connection_with_config(config)
             .await?;
@@ -183,7 +184,11 @@ impl Hub {
             if let Some(reply) = reply {
                 self.broadcast(reply);
             }
-            self.check_idle(&mut conn).await?;
+            // At most once per IDLE, however often entries of busy topics wake the reader.
+            if checked.elapsed() >= IDLE {
+                self.check_idle(&mut conn).await?;
+                checked = Instant::now();
+            }
         }
     }
 
