@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::audit::signer::{PublicKey, Signer};
+
 /// Adapters this build can run; `ADAPTERS_ENABLED` picks among them.
 pub const KNOWN_ADAPTERS: [&str; 2] = ["mock", "shell"];
 
@@ -58,6 +60,40 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The MCP endpoint.
     pub mcp: McpConfig,
+    /// Receipt and tree-head keys.
+    pub receipts: ReceiptConfig,
+}
+
+/// The keys of receipts and signed tree heads (§3.3).
+#[derive(Debug, Clone)]
+pub struct ReceiptConfig {
+    /// `RECEIPT_SIGNING_KEY_ED25519`: a PKCS#8 PEM private key or a base64url 32-byte
+    /// seed; the projector signs with it. Unset: a development key under `data_dir`.
+    pub signing_key: Option<Signer>,
+    /// `RECEIPT_VERIFY_KEYS`: comma-separated base64url public keys (a JWK's `x`) of
+    /// retired signing keys, published beside the keys that signed here.
+    pub verify_keys: Vec<PublicKey>,
+    /// `AXON_DATA_DIR` (default `.data`): where the development signing key is kept.
+    pub data_dir: std::path::PathBuf,
+}
+
+impl ReceiptConfig {
+    /// The signing key, or the development key (made on first use) with a warning.
+    pub fn signer(&self) -> Result<Signer, Error> {
+        if let Some(signer) = &self.signing_key {
+            return Ok(signer.clone());
+        }
+        let signer = Signer::dev_key(&self.data_dir).map_err(|e| Error {
+            var: "AXON_DATA_DIR",
+            reason: format!("cannot keep the development receipt key: {e}"),
+        })?;
+        tracing::warn!(
+            key_id = %signer.public().kid,
+            dir = %self.data_dir.display(),
+            "RECEIPT_SIGNING_KEY_ED25519 is not set: receipts are signed with a development key kept in the data folder; set your own for production"
+        );
+        Ok(signer)
+    }
 }
 
 /// The MCP endpoint's protections.
@@ -233,6 +269,26 @@ impl Config {
                 allowed_hosts: env
                     .non_empty_list("MCP_ALLOWED_HOSTS", "localhost,127.0.0.1,::1")?,
                 fixtures: env.parsed("MCP_CONFORMANCE_FIXTURES", false)?,
+            },
+            receipts: ReceiptConfig {
+                signing_key: env
+                    .get("RECEIPT_SIGNING_KEY_ED25519")
+                    .map(|text| Signer::parse(&text))
+                    .transpose()
+                    .map_err(|e| Error {
+                        var: "RECEIPT_SIGNING_KEY_ED25519",
+                        reason: e.0,
+                    })?,
+                verify_keys: env
+                    .list("RECEIPT_VERIFY_KEYS", "")
+                    .iter()
+                    .map(|x| PublicKey::parse(x))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Error {
+                        var: "RECEIPT_VERIFY_KEYS",
+                        reason: e.0,
+                    })?,
+                data_dir: env.get("AXON_DATA_DIR").unwrap_or_else(|| ".data".into()).into(),
             },
         })
     }
@@ -433,10 +489,24 @@ mod tests {
             ("SHELL_MAX_PROCS", "0"),
             ("TASK_MAX_EVENTS", "0"),
             ("AXON_LOG_MAX_AGE_S", "-1"),
+            ("RECEIPT_SIGNING_KEY_ED25519", "c2hvcnQ"),
+            ("RECEIPT_SIGNING_KEY_ED25519", "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----"),
+            ("RECEIPT_VERIFY_KEYS", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo,nope"),
         ] {
             let err = load(&[(var, value)]).expect_err("invalid");
             assert_eq!(err.var, var, "{err}");
         }
+    }
+
+    #[test]
+    fn receipt_keys_parse() {
+        let config = load(&[
+            ("RECEIPT_SIGNING_KEY_ED25519", "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"),
+            ("RECEIPT_VERIFY_KEYS", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+        ])
+        .expect("valid");
+        let signer = config.receipts.signer().expect("configured");
+        assert_eq!(config.receipts.verify_keys, [signer.public().clone()]);
     }
 
     #[test]

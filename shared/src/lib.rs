@@ -7,6 +7,7 @@
 //! small helpers used by several roles.
 
 pub mod adapters;
+pub mod audit;
 pub mod auth;
 pub mod chain;
 pub mod config;
