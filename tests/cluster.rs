@@ -171,6 +171,7 @@ impl Cluster {
             ("RUST_LOG", "warn,axontask=info,mcp=info".to_owned()),
             ("AXONTASK_BIN", axontask.display().to_string()),
             ("MCP_CONFORMANCE_FIXTURES", options.mcp_fixtures.to_string()),
+            ("AXON_DATA_DIR", dir.path().display().to_string()),
             (
                 "MCP_ALLOWED_ORIGINS",
                 "http://localhost:*,http://127.0.0.1:*".to_owned(),
@@ -344,6 +345,30 @@ impl Cluster {
             .parse()?;
         self.redis = spawn_redis(port, self.dir.path())?;
         wait_port(port).await
+    }
+
+    /// Runs `axontask` (with the cluster's environment) to its end: its exit code and
+    /// standard output.
+    pub async fn run(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
+        let output = Command::new(&self.env["AXONTASK_BIN"])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .await?;
+        Ok((
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout)? + &String::from_utf8_lossy(&output.stderr),
+        ))
+    }
+
+    /// Sets a variable for role processes started from now on.
+    pub fn set_env(&mut self, name: &'static str, value: &str) {
+        self.env.insert(name, value.to_owned());
+    }
+
+    /// This cluster's data folder (`AXON_DATA_DIR`: the development signing key).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Runs `axontask` with extra environment and returns its exit status and stderr.

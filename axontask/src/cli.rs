@@ -35,6 +35,49 @@ pub enum Command {
         #[arg(long)]
         tenant: String,
     },
+    /// Verifies a task for an audit: its hash chain, its signed receipt, and the receipt's
+    /// inclusion in the tenant's signed log. Exit 0 verified, 1 failed, 2 bad arguments or
+    /// an unreadable source, 3 incomplete.
+    Verify(VerifyArgs),
+}
+
+/// Where `verify` reads the evidence; events come from the first of --file, --nats,
+/// --database-url, --api, and the receipt, keys and log from the others given.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The task.
+    #[arg(long, value_parser = crate::verify::task_arg)]
+    pub task: Option<shared::ids::TaskId>,
+    /// An AxonTask API (http://host:port); needs --key.
+    #[arg(long)]
+    pub api: Option<String>,
+    /// An API key of the task's tenant.
+    #[arg(long, env = "AXON_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Postgres, read directly.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// NATS, to read the task's events from stream AXON_LOG.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// The tenant (narrows the AXON_LOG read to its subjects; needed by tenant NATS users).
+    #[arg(long, value_parser = crate::verify::tenant_arg)]
+    pub tenant: Option<shared::ids::TenantId>,
+    /// An NDJSON export of the task's events.
+    #[arg(long)]
+    pub file: Option<String>,
+    /// The task's receipt, as saved from GET /mcp/tasks/{id}/receipt.
+    #[arg(long)]
+    pub receipt: Option<String>,
+    /// The published keys to trust: a JWKS file, or its http:// URL.
+    #[arg(long)]
+    pub keys: Option<String>,
+    /// A head saved earlier (from GET /api/log/head): checks today's head extends it.
+    #[arg(long)]
+    pub head: Option<String>,
+    /// Prints the verdict as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// API key operations.

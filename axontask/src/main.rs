@@ -1,5 +1,6 @@
 //! The `axontask` binary: runs any set of roles (`serve`), applies migrations (`migrate`),
-//! creates API keys (`keys create`) and tenants' NATS users (`nats-user`). Configuration
+//! creates API keys (`keys create`) and tenants' NATS users (`nats-user`), and verifies
+//! tasks for auditors (`verify`). Configuration
 //! comes from the environment.
 
 mod cli;
@@ -8,6 +9,7 @@ mod http_server;
 mod keys;
 mod nats_user;
 mod serve;
+mod verify;
 
 use anyhow::Context;
 use clap::Parser;
@@ -61,6 +63,7 @@ async fn main() -> std::process::ExitCode {
         Command::NatsUser { tenant } => {
             with_pool(|pool| async move { nats_user::create(&pool, &tenant).await }).await
         }
+        Command::Verify(args) => return verify::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

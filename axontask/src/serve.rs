@@ -126,6 +126,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
             &config.hmac_secret,
             config.sse_max_streams_per_tenant,
             shutdown.child_token(),
+            config.receipts.verify_keys.clone(),
         );
         Ok(query_state.get_or_init(|| state).clone())
     };
@@ -176,6 +177,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                     streams.axon.clone(),
                     given(&redis, "REDIS_URL")?.1,
                     faults.clone(),
+                    config.receipts.signer()?,
                 );
                 tracker.spawn(async move {
                     projector.run(token.clone()).await;

@@ -217,15 +217,8 @@ pub async fn list(backend: &Backend, caller: &Principal, args: Option<JsonObject
 /// `verify_task`.
 pub async fn verify(backend: &Backend, caller: &Principal, args: Option<JsonObject>) -> Outcome {
     let (tenant, task) = one_task(caller, Scope::TasksRead, "verify_task", args)?;
-    let verdict = query_api::reads::verify(&backend.queries, tenant, task).await?;
-    let summary = match &verdict.error {
-        None => format!(
-            "the log of task {task} verifies: {} events, every link and hash intact",
-            verdict.events
-        ),
-        Some(error) => format!("the log of task {task} does NOT verify: {error}"),
-    };
-    Ok(success(summary, to_value(&verdict)))
+    let verdict = query_api::audit::verify(&backend.queries, tenant, task).await?;
+    Ok(success(verdict.summary.clone(), to_value(&verdict)))
 }
 
 /// `run_task`: a task handle at once for clients with the tasks extension; otherwise

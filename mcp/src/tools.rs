@@ -160,7 +160,10 @@ fn build() -> Vec<Tool> {
         ),
         tool::<TaskArgs>(
             "verify_task",
-            "Check the task's hash-chained log: every seq present, every link and hash right.",
+            "Verify the task for an audit: its hash-chained log (every seq, link and hash, nothing \
+             after the end), its signed receipt, and the receipt's inclusion in the tenant's \
+             signed transparency log. Returns verdict (verified, failed, incomplete) and the \
+             first failure with its seq and reason.",
             read_only(),
         ),
         tool::<RunArgs>(

@@ -4,15 +4,19 @@
 //! `task_events`, `tasks` and its offset — in one transaction, so a redelivered message is
 //! never logged twice. After the commit it hands the events to the fan-out (Redis and
 //! `AXON_LOG`), which runs beside it; if that falls behind or fails, projecting goes on
-//! and the fan-out catches up from Postgres later.
+//! and the fan-out catches up from Postgres later. Each terminal event gets a signed
+//! receipt, a leaf in its tenant's log, in the same transaction; signed tree heads follow
+//! (at most one a second per tenant) and go out on `AXON_HEADS`.
 //!
 //! Entry points: [`Projector::create`], then [`Projector::run`].
 
 mod decode;
 mod fanout;
+mod heads;
 mod identity;
 mod projection;
 mod store;
+mod transparency;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -26,6 +30,7 @@ use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{Context, Message};
 use futures::{FutureExt, StreamExt};
 use redis::aio::ConnectionManager;
+use shared::audit::signer::Signer;
 use shared::faults::Faults;
 use shared::ids::TaskId;
 use sqlx::PgPool;
@@ -34,8 +39,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::{Fanout, Job};
+use crate::heads::HeadPublisher;
 use crate::projection::Projection;
 use crate::store::Offsets;
+use crate::transparency::TenantLogs;
 
 /// Most AXON messages in one transaction.
 const MAX_BATCH: usize = 1000;
@@ -79,6 +86,10 @@ pub struct Projector {
     faults: Faults,
     /// The creation time of the stream the offset belongs to.
     stream_created: Option<String>,
+    /// Receipts and tenant logs.
+    logs: TenantLogs,
+    /// Sends stored heads to `AXON_HEADS`.
+    heads: HeadPublisher,
 }
 
 /// The component name of the projector's faults.
@@ -90,15 +101,18 @@ const HALTED_RETRY: Duration = Duration::from_secs(5);
 
 impl Projector {
     /// A projector over connected backends; `axon` is stream `AXON`; a halt is raised in
-    /// `faults`.
+    /// `faults`; receipts and heads are signed with `signer`.
     pub fn create(
         pool: PgPool,
         js: Context,
         axon: Stream,
         redis: ConnectionManager,
         faults: Faults,
+        signer: Signer,
     ) -> Self {
         Self {
+            heads: HeadPublisher::new(pool.clone(), js.clone()),
+            logs: TenantLogs::new(signer),
             fanout: Fanout::new(redis, js, pool.clone(), faults.clone()),
             pool,
             axon,
@@ -118,9 +132,15 @@ impl Projector {
     /// stream AXON is not the stream of its offset, it projects nothing, raises a fault
     /// saying what to do, and looks again now and then.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let publisher = tokio::spawn(self.heads.clone().run(shutdown.child_token()));
+        self.run_projecting(&shutdown).await;
+        publisher.abort();
+    }
+
+    async fn run_projecting(&mut self, shutdown: &CancellationToken) {
         let mut halted = None;
         loop {
-            let pause = match self.run_once(&shutdown).await {
+            let pause = match self.run_once(shutdown).await {
                 Ok(()) => return,
                 Err(Error::Stream(problem)) => {
                     if halted.as_ref() != Some(&problem) {
@@ -137,6 +157,7 @@ impl Projector {
                 }
             };
             self.cache.clear();
+            self.logs.forget();
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = shutdown.cancelled() => return,
@@ -175,6 +196,10 @@ impl Projector {
     async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         self.offsets = store::offsets(&self.pool).await?;
         self.check_stream().await?;
+        shared::audit::store::register_key(&self.pool, self.logs.signer().public())
+            .await
+            .map_err(store::Error::from)?;
+        self.logs.find_unsigned(&self.pool).await?;
         self.fanned.store(self.offsets.fanned, Ordering::Release);
         let (jobs, queue) = mpsc::channel(FANOUT_QUEUE);
         let mut fanout = tokio::spawn(self.fanout.clone().run(queue, self.fanned.clone()));
@@ -221,13 +246,15 @@ impl Projector {
             } else {
                 MAX_BATCH
             };
-            let next = next_batch(&mut messages, max, &mut idle, shutdown).await?;
+            let due = self.logs.next_due();
+            let next = next_batch(&mut messages, max, &mut idle, due, shutdown).await?;
             // The ordered consumer follows a recreated stream on its own, from the old
             // position (its consumer sequence starts over when it does): the stream is
             // checked then, and while idle.
             let recorded = self.stream_created.clone();
             match next {
                 Next::Shutdown => return Ok(()),
+                Next::HeadsDue => self.sign_due_heads().await?,
                 Next::Idle => {
                     self.verify_stream(recorded.as_deref()).await?;
                 }
@@ -313,13 +340,25 @@ impl Projector {
             .iter()
             .filter_map(|id| self.cache.get(id).cloned())
             .collect();
+        let ended: Vec<_> = batch.events.iter().map(|(e, _)| e).collect();
+        batch.audit = self.logs.stage(&self.pool, &ended).await?;
 
         let to = Offsets {
             applied: last_seq,
             fanned: self.fanned.load(Ordering::Acquire),
         };
-        match store::commit(&self.pool, &batch, self.offsets, to).await {
-            Ok(()) => {}
+        let committed = store::commit(&self.pool, &batch, self.offsets, to).await;
+        if committed.is_err() {
+            self.logs.forget();
+        }
+        match committed {
+            Ok(()) => {
+                let signed = !batch.audit.heads.is_empty();
+                self.logs.committed(std::mem::take(&mut batch.audit));
+                if signed {
+                    self.heads.wake();
+                }
+            }
             Err(e) if e.is_refusal() && messages_len == 1 => {
                 tracing::error!(stream_seq = last_seq, error = %e, "Postgres refuses this message for good; skipping it");
                 metrics::counter!("axon_projector_poison_total").increment(1);
@@ -367,6 +406,17 @@ impl Projector {
         Ok(())
     }
 
+    /// Signs and stores the heads held back until now.
+    async fn sign_due_heads(&mut self) -> Result<(), Error> {
+        let staged = self.logs.due_heads(&self.pool).await?;
+        if !staged.heads.is_empty() {
+            store::store_heads(&self.pool, &staged.heads).await?;
+            self.logs.committed(staged);
+            self.heads.wake();
+        }
+        Ok(())
+    }
+
     /// Loads the projections of tasks in `inputs` that are not cached.
     async fn load_missing(
         &mut self,
@@ -396,6 +446,8 @@ enum Next {
     Batch(Vec<Message>),
     /// Nothing for a while.
     Idle,
+    /// A held-back tree head is due.
+    HeadsDue,
     /// The process is stopping.
     Shutdown,
 }
@@ -404,11 +456,19 @@ async fn next_batch(
     messages: &mut Ordered,
     max: usize,
     idle: &mut tokio::time::Interval,
+    due: Option<Instant>,
     shutdown: &CancellationToken,
 ) -> Result<Next, Error> {
+    let heads_due = async {
+        match due {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     let first = tokio::select! {
         next = messages.next() => next,
         _ = idle.tick() => return Ok(Next::Idle),
+        () = heads_due => return Ok(Next::HeadsDue),
         () = shutdown.cancelled() => return Ok(Next::Shutdown),
     };
     let mut batch = vec![

@@ -5,6 +5,7 @@
 //! Entry points: [`State::new`], [`router`], and [`hub::Hub::run`] (spawn it once); for
 //! other front ends (the MCP server), [`reads`] and [`State::follow`].
 
+pub mod audit;
 pub mod follow;
 pub mod hub;
 pub mod log;
@@ -42,13 +43,16 @@ pub struct State {
     streams: streams::OpenStreams,
     /// Ends every open SSE stream (on SIGTERM: clients resume elsewhere).
     shutdown: CancellationToken,
+    /// The keys receipts and heads verify with.
+    receipt_keys: audit::PublishedKeys,
 }
 
 impl State {
     /// Builds the state; `keys` is the process's API key cache (and its Postgres pool),
     /// `axon` is stream `AXON`, `redis` a shared multiplexed connection;
     /// a tenant may have `max_streams` SSE streams open at once; `shutdown` ends every
-    /// open SSE stream at once.
+    /// open SSE stream at once; `retired_keys` are published beside the keys that signed.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         keys: Keys,
         axon: Stream,
@@ -57,8 +61,10 @@ impl State {
         hmac_secret: &str,
         max_streams: usize,
         shutdown: CancellationToken,
+        retired_keys: Vec<shared::audit::signer::PublicKey>,
     ) -> Self {
         Self {
+            receipt_keys: audit::PublishedKeys::new(retired_keys),
             log: LogReader::new(keys.pool().clone(), redis),
             pool: keys.pool().clone(),
             keys,
@@ -95,6 +101,12 @@ pub fn router(state: State) -> Router {
         .route("/mcp/tasks/{id}/events", get(routes::tasks::events))
         .route("/mcp/tasks/{id}/stream", get(routes::stream::stream))
         .route("/mcp/tasks/{id}/resume", post(routes::stream::resume))
+        .route("/mcp/tasks/{id}/receipt", get(routes::audit::receipt))
+        .route("/mcp/tasks/{id}/verify", get(routes::audit::verify))
+        .route("/.well-known/axontask/keys", get(routes::audit::keys))
+        .route("/api/log/head", get(routes::audit::head))
+        .route("/api/log/proof/inclusion", get(routes::audit::inclusion))
+        .route("/api/log/proof/consistency", get(routes::audit::consistency))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }

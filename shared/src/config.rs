@@ -130,6 +130,9 @@ pub struct StreamLimits {
     pub axon_max_age: Duration,
     /// `AXON_LOG_MAX_AGE_S` (default 604800, 7 days): chained events for other services.
     pub log_max_age: Duration,
+    /// `AXON_HEADS_MAX_AGE_S` (default 31536000, a year): signed tree heads, for auditors
+    /// (Postgres keeps every head too).
+    pub heads_max_age: Duration,
 }
 
 impl Default for StreamLimits {
@@ -137,6 +140,7 @@ impl Default for StreamLimits {
         Self {
             axon_max_age: Duration::from_secs(30 * 24 * 3600),
             log_max_age: Duration::from_secs(7 * 24 * 3600),
+            heads_max_age: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }
@@ -243,6 +247,10 @@ impl Config {
                 log_max_age: Duration::from_secs(env.positive(
                     "AXON_LOG_MAX_AGE_S",
                     StreamLimits::default().log_max_age.as_secs(),
+                )?),
+                heads_max_age: Duration::from_secs(env.positive(
+                    "AXON_HEADS_MAX_AGE_S",
+                    StreamLimits::default().heads_max_age.as_secs(),
                 )?),
             },
             worker: WorkerConfig {

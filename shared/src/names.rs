@@ -11,6 +11,10 @@ pub const STREAM_AXON_LOG: &str = "AXON_LOG";
 pub const AXON_SUBJECTS: [&str; 2] = ["axon.cmd.>", "axon.evt.>"];
 /// Subjects of stream `AXON_LOG`.
 pub const AXON_LOG_SUBJECTS: [&str; 1] = ["axon.log.>"];
+/// The stream of signed tree heads.
+pub const STREAM_AXON_HEADS: &str = "AXON_HEADS";
+/// Subjects of stream `AXON_HEADS`.
+pub const AXON_HEADS_SUBJECTS: [&str; 1] = ["axon.loghead.>"];
 /// Filter of the workers' shared consumer: every start command.
 pub const START_FILTER: &str = "axon.cmd.*.*.start";
 /// The workers' shared durable pull consumer.
@@ -34,6 +38,11 @@ pub fn event_subject(tenant: TenantId, task: TaskId, kind: EventKind) -> String 
 /// Where the projector publishes a chained event.
 pub fn log_subject(tenant: TenantId, task: TaskId, kind: EventKind) -> String {
     format!("axon.log.{tenant}.{task}.{}", kind.as_str())
+}
+
+/// Where the projector publishes a tenant's signed tree heads.
+pub fn loghead_subject(tenant: TenantId) -> String {
+    format!("axon.loghead.{tenant}")
 }
 
 /// `Nats-Msg-Id` of a chained event in `AXON_LOG`.

@@ -40,6 +40,8 @@ pub struct Streams {
     pub axon: Stream,
     /// Chained log events.
     pub log: Stream,
+    /// Signed tree heads.
+    pub heads: Stream,
 }
 
 /// Connects to NATS as the user named in `url` (`nats://USER:PASSWORD@host:port`), if any,
@@ -83,7 +85,7 @@ fn split_credentials(url: &str) -> Result<(String, Option<(String, String)>), Er
     Ok((parsed.to_string(), Some((user, password))))
 }
 
-/// Creates streams `AXON` and `AXON_LOG`, or brings their limits to `limits` (every role
+/// Creates streams `AXON`, `AXON_LOG` and `AXON_HEADS`, or brings their limits to `limits` (every role
 /// calls this on start).
 pub async fn ensure_streams(js: &Context, limits: StreamLimits) -> Result<Streams, Error> {
     let config = |name: &str, subjects: &[&str], max_age| StreamConfig {
@@ -113,7 +115,16 @@ pub async fn ensure_streams(js: &Context, limits: StreamLimits) -> Result<Stream
         ),
     )
     .await?;
-    Ok(Streams { axon, log })
+    let heads = ensure(
+        js,
+        config(
+            names::STREAM_AXON_HEADS,
+            &names::AXON_HEADS_SUBJECTS,
+            limits.heads_max_age,
+        ),
+    )
+    .await?;
+    Ok(Streams { axon, log, heads })
 }
 
 /// Creates the stream of `config`, or updates its age limit if it differs.

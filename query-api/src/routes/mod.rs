@@ -1,4 +1,5 @@
 //! One module per HTTP resource.
 
+pub mod audit;
 pub mod stream;
 pub mod tasks;
