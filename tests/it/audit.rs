@@ -167,3 +167,184 @@ async fn every_terminal_kind_verifies_from_every_source() -> anyhow::Result<()> 
     assert_eq!(last, head_of_size(&cluster, &key, 5).await?);
     Ok(())
 }
+
+/// `verify` with owned arguments.
+async fn run(cluster: &Cluster, args: Vec<String>) -> anyhow::Result<(i32, Value)> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    verify(cluster, &args).await
+}
+
+/// Arguments to verify `task` from Postgres.
+fn db(cluster: &Cluster, task: &str) -> Vec<String> {
+    ["--database-url", &cluster.database_url, "--task", task].map(str::to_owned).to_vec()
+}
+
+/// Arguments to verify `task` through the API.
+fn api(cluster: &Cluster, task: &str) -> Vec<String> {
+    ["--api", &cluster.base_url, "--key", &cluster.api_key, "--task", task].map(str::to_owned).to_vec()
+}
+
+/// Runs `sql` on the cluster's database with the append-only triggers off, as an attacker
+/// with the database would.
+async fn tamper(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<()> {
+    for table in ["task_events", "task_receipts", "log_nodes"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} DISABLE TRIGGER USER")))
+            .execute(pool)
+            .await?;
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_tampering_is_found_with_its_reason_and_seq() -> anyhow::Result<()> {
+    use shared::audit::merkle::{self, Frontier};
+    use shared::audit::signed::{Head, SignedReceipt};
+    use shared::audit::signer::Signer;
+
+    let cluster = Cluster::start(Options::default()).await?;
+    let key = cluster.api_key.clone();
+    let mut tasks = Vec::new();
+    // Six events each: requested, started, three progress, succeeded.
+    let mock = json!({"name": "m", "adapter": "mock", "args": {"steps": 3, "interval_ms": 1}});
+    for _ in 0..7 {
+        tasks.push(cluster.start_task(mock.clone()).await?);
+    }
+    for task in &tasks {
+        ended(&cluster, task).await?;
+    }
+    let saved_head = head_of_size(&cluster, &key, 7).await?;
+    let last = cluster.start_task(mock.clone()).await?;
+    ended(&cluster, &last).await?;
+    head_of_size(&cluster, &key, 8).await?;
+
+    let dir = tempfile::tempdir()?;
+    let save = |name: &str, value: &Value| -> anyhow::Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value.to_string())?;
+        Ok(path.display().to_string())
+    };
+    let mut receipts = Vec::new();
+    for task in &tasks {
+        let (status, receipt) = cluster.get(&format!("/mcp/tasks/{task}/receipt"), Some(&key)).await?;
+        assert_eq!(status, 200);
+        receipts.push(receipt);
+    }
+    let pool = cluster.pg().await?;
+
+    // One payload changed.
+    let t = &tasks[0];
+    tamper(&pool, &format!("UPDATE task_events SET payload = '{{\"message\":\"forged\",\"percent\":1}}' WHERE task_id = '{t}' AND seq = 3")).await?;
+    let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
+    assert_eq!((code, failure(&verdict)), (1, ("hash_mismatch", Some(3))), "{verdict:#}");
+    // One event deleted.
+    let t = &tasks[1];
+    tamper(&pool, &format!("DELETE FROM task_events WHERE task_id = '{t}' AND seq = 3")).await?;
+    let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
+    assert_eq!((code, failure(&verdict)), (1, ("gap", Some(3))), "{verdict:#}");
+    // Two events swapped.
+    let t = &tasks[2];
+    tamper(&pool, &format!(
+        "UPDATE task_events e SET ts = o.ts, kind = o.kind, payload = o.payload, hash_prev = o.hash_prev, hash_curr = o.hash_curr
+         FROM task_events o WHERE e.task_id = '{t}' AND o.task_id = '{t}'
+           AND ((e.seq = 3 AND o.seq = 4) OR (e.seq = 4 AND o.seq = 3))")).await?;
+    let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
+    assert_eq!((code, failure(&verdict)), (1, ("wrong_hash_prev", Some(3))), "{verdict:#}");
+    // The last event dropped: the chain is whole, but the receipt covers seq 6.
+    let t = &tasks[3];
+    tamper(&pool, &format!("DELETE FROM task_events WHERE task_id = '{t}' AND seq = 6")).await?;
+    let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
+    assert_eq!((code, failure(&verdict)), (1, ("receipt_mismatch", Some(6))), "{verdict:#}");
+    assert_eq!(verdict["checks"][0]["status"], "ok");
+
+    // A receipt moved to another task: as a file, and in the database.
+    let moved = save("moved.json", &receipts[4])?;
+    let mut args = api(&cluster, &tasks[5]);
+    args.extend(["--receipt".into(), moved]);
+    let (code, verdict) = run(&cluster, args).await?;
+    assert_eq!((code, failure(&verdict).0), (1, "receipt_mismatch"), "{verdict:#}");
+    let (a, b) = (&tasks[4], &tasks[5]);
+    tamper(&pool, &format!(
+        "DELETE FROM task_receipts WHERE task_id = '{b}'; UPDATE task_receipts SET task_id = '{b}' WHERE task_id = '{a}'")).await?;
+    let (code, verdict) = run(&cluster, db(&cluster, b)).await?;
+    assert_eq!((code, failure(&verdict).0), (1, "bad_signature"), "{verdict:#}");
+
+    // A receipt signed by a key that is not published, and one whose signature is wrong.
+    let stranger = Signer::from_seed([9; 32]);
+    let mut forged: SignedReceipt = serde_json::from_value(receipts[6].clone())?;
+    let original = forged.clone();
+    forged.receipt.key_id = stranger.public().kid.clone();
+    let forged = forged.receipt.sign(&stranger);
+    let mut args = api(&cluster, &tasks[6]);
+    args.extend(["--receipt".into(), save("stranger.json", &serde_json::to_value(&forged)?)?]);
+    let (code, verdict) = run(&cluster, args).await?;
+    assert_eq!((code, failure(&verdict).0), (1, "unknown_key"), "{verdict:#}");
+    let mut wrong = original.clone();
+    wrong.receipt.issued_at = "2020-01-01T00:00:00.000000Z".into();
+    let mut args = api(&cluster, &tasks[6]);
+    args.extend(["--receipt".into(), save("wrong.json", &serde_json::to_value(&wrong)?)?]);
+    let (code, verdict) = run(&cluster, args).await?;
+    assert_eq!((code, failure(&verdict).0), (1, "bad_signature"), "{verdict:#}");
+
+    // A task deleted whole: its saved receipt is in the log, the task is gone.
+    let t = &tasks[6];
+    tamper(&pool, &format!("DELETE FROM task_events WHERE task_id = '{t}'; DELETE FROM tasks WHERE task_id = '{t}'")).await?;
+    let mut args = api(&cluster, t);
+    args.extend(["--receipt".into(), save("deleted.json", &receipts[6])?]);
+    let (code, verdict) = run(&cluster, args).await?;
+    assert_eq!((code, failure(&verdict).0), (1, "task_missing"), "{verdict:#}");
+    assert_eq!(verdict["checks"][2]["status"], "ok", "the log still holds it: {verdict:#}");
+    let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
+    assert_eq!((code, failure(&verdict).0), (1, "task_missing"), "{verdict:#}");
+
+    // The tree rewritten with the signing key: leaf 2 replaced, every node and the head
+    // re-signed. Today's head verifies alone, but not against the head saved before.
+    let tenant = saved_head["head"]["tenant_id"].as_str().context("tenant")?.to_owned();
+    let leaves: Vec<(Vec<u8>,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT hash FROM log_nodes WHERE tenant_id = '{tenant}' AND level = 0 ORDER BY idx"
+    )))
+    .fetch_all(&pool)
+    .await?;
+    let mut frontier = Frontier::default();
+    let mut nodes = Vec::new();
+    for (i, (leaf,)) in leaves.iter().enumerate() {
+        let leaf = if i == 2 { merkle::leaf_hash(b"forged") } else { leaf.as_slice().try_into()? };
+        nodes.extend(frontier.append(leaf));
+    }
+    tamper(&pool, &format!("DELETE FROM log_nodes WHERE tenant_id = '{tenant}'; DELETE FROM log_heads WHERE tenant_id = '{tenant}' AND tree_size = 8")).await?;
+    for ((level, idx), hash) in &nodes {
+        sqlx::query("INSERT INTO log_nodes (tenant_id, level, idx, hash) VALUES ($1::uuid, $2, $3, $4)")
+            .bind(&tenant)
+            .bind(i16::try_from(*level)?)
+            .bind(i64::try_from(*idx)?)
+            .bind(hash.to_vec())
+            .execute(&pool)
+            .await?;
+    }
+    let signer = Signer::parse(&std::fs::read_to_string(
+        cluster.data_dir().join(shared::audit::signer::DEV_KEY_FILE),
+    )?)?;
+    let head = Head {
+        tenant_id: serde_json::from_value(json!(tenant))?,
+        tree_size: 8,
+        root_hash: hex::encode(frontier.root()),
+        issued_at: shared::time::now_ts(),
+        key_id: signer.public().kid.clone(),
+    }
+    .sign(&signer);
+    sqlx::query("INSERT INTO log_heads (tenant_id, tree_size, root_hash, issued_at, key_id, signature) VALUES ($1::uuid, 8, $2, $3, $4, $5)")
+        .bind(&tenant)
+        .bind(&head.head.root_hash)
+        .bind(&head.head.issued_at)
+        .bind(&head.head.key_id)
+        .bind(&head.signature)
+        .execute(&pool)
+        .await?;
+    let (code, verdict) = run(&cluster, api(&cluster, &last)).await?;
+    assert_eq!((code, verdict["verdict"].as_str()), (0, Some("verified")), "{verdict:#}");
+    let mut args = api(&cluster, &last);
+    args.extend(["--head".into(), save("saved-head.json", &saved_head)?]);
+    let (code, verdict) = run(&cluster, args).await?;
+    assert_eq!((code, failure(&verdict).0), (1, "inconsistent_heads"), "{verdict:#}");
+    Ok(())
+}
