@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, under .data/mcp-tools/, what the MCP tests drive the server with: the official
 # Python SDK (`mcp`, from PyPI) and the MCP conformance suite with a Node 22 to run it
-# (from npm). Safe to run twice. Prints the environment and writes .data/mcp-tools.env.
+# (from npm); and `cryptography`, the Ed25519 library of docs/audit.md's Python checker. Safe to run twice. Prints the environment and writes .data/mcp-tools.env.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,10 +19,10 @@ if ! command -v npm >/dev/null; then
   log "installing npm (Debian)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
 fi
-if [ ! -d "$tools/py/mcp" ]; then
-  log "installing the MCP Python SDK ($python_sdk)"
+if [ ! -d "$tools/py/mcp" ] || [ ! -d "$tools/py/cryptography" ]; then
+  log "installing the MCP Python SDK ($python_sdk) and cryptography"
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
-    --root-user-action=ignore --no-warn-conflicts --target "$tools/py" "$python_sdk"
+    --root-user-action=ignore --no-warn-conflicts --target "$tools/py" "$python_sdk" cryptography
 fi
 install_npm() { # folder, packages…
   local dir=$1; shift

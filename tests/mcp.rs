@@ -13,7 +13,9 @@ use tokio::process::Command;
 
 use crate::cluster::workspace;
 
-fn tool(env_var: &str, default: &str) -> anyhow::Result<PathBuf> {
+/// A test tool installed by scripts/mcp-tools.sh: the path in `env_var`, or `default`
+/// under `.data/mcp-tools/`.
+pub fn tool(env_var: &str, default: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::var_os(env_var)
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join(".data/mcp-tools").join(default));

@@ -99,7 +99,11 @@ impl HeadPublisher {
             let payload = serde_json::to_vec(&head).expect("heads serialize");
             let ack = self
                 .js
-                .publish_with_headers(names::loghead_subject(TenantId(tenant)), headers, payload.into())
+                .publish_with_headers(
+                    names::loghead_subject(TenantId(tenant)),
+                    headers,
+                    payload.into(),
+                )
                 .await
                 .map_err(|e| Error::Nats(e.to_string()))?;
             acks.push(ack);

@@ -102,8 +102,16 @@ impl TenantLogs {
 
     /// Receipts for the terminal events among `events`, their leaves, and heads for
     /// tenants whose head is not held back.
-    pub async fn stage(&mut self, pool: &PgPool, events: &[&Envelope]) -> Result<Staged, store::Error> {
-        let ends: Vec<&Envelope> = events.iter().copied().filter(|e| e.kind.is_terminal()).collect();
+    pub async fn stage(
+        &mut self,
+        pool: &PgPool,
+        events: &[&Envelope],
+    ) -> Result<Staged, store::Error> {
+        let ends: Vec<&Envelope> = events
+            .iter()
+            .copied()
+            .filter(|e| e.kind.is_terminal())
+            .collect();
         let mut staged = Staged::default();
         if ends.is_empty() {
             return Ok(staged);

@@ -20,11 +20,14 @@ use crate::reads;
 /// reach Postgres on every request).
 const KEYS_TTL: Duration = Duration::from_secs(10);
 
+/// Keys and when they were read.
+type Fetched = (Instant, Arc<Vec<PublicKey>>);
+
 /// The published keys: every key that signed here, and `RECEIPT_VERIFY_KEYS`.
 #[derive(Clone)]
 pub struct PublishedKeys {
     retired: Arc<[PublicKey]>,
-    cached: Arc<Mutex<Option<(Instant, Arc<Vec<PublicKey>>)>>>,
+    cached: Arc<Mutex<Option<Fetched>>>,
 }
 
 impl PublishedKeys {
@@ -63,15 +66,24 @@ pub async fn jwks(state: &State) -> Result<Jwks, ApiError> {
 }
 
 /// The tenant's task's receipt; 404 while it runs.
-pub async fn receipt(state: &State, tenant: TenantId, task: TaskId) -> Result<SignedReceipt, ApiError> {
+pub async fn receipt(
+    state: &State,
+    tenant: TenantId,
+    task: TaskId,
+) -> Result<SignedReceipt, ApiError> {
     let status = reads::status(state, tenant, task).await?;
-    match store::receipt(&state.pool, tenant, task).await.map_err(db)? {
+    match store::receipt(&state.pool, tenant, task)
+        .await
+        .map_err(db)?
+    {
         Some((receipt, _)) => Ok(receipt),
-        None if shared::task::TaskState::parse(&status.state).is_some_and(|s| s.is_terminal()) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "receipt_not_found",
-            format!("task {task} ended before this server issued receipts, so it has none"),
-        )),
+        None if shared::task::TaskState::parse(&status.state).is_some_and(|s| s.is_terminal()) => {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "receipt_not_found",
+                format!("task {task} ended before this server issued receipts, so it has none"),
+            ))
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "task_not_finished",
@@ -102,7 +114,9 @@ fn proof_error(e: ProofError) -> ApiError {
         ProofError::NoReceipt(task) => ApiError::new(
             StatusCode::NOT_FOUND,
             "receipt_not_found",
-            format!("task {task} has no receipt in this tenant's log (it runs, or it is not this tenant's)"),
+            format!(
+                "task {task} has no receipt in this tenant's log (it runs, or it is not this tenant's)"
+            ),
         ),
         e @ ProofError::NotYet { .. } => {
             ApiError::new(StatusCode::NOT_FOUND, "not_yet_in_log", e.to_string())

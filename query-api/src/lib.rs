@@ -106,7 +106,10 @@ pub fn router(state: State) -> Router {
         .route("/.well-known/axontask/keys", get(routes::audit::keys))
         .route("/api/log/head", get(routes::audit::head))
         .route("/api/log/proof/inclusion", get(routes::audit::inclusion))
-        .route("/api/log/proof/consistency", get(routes::audit::consistency))
+        .route(
+            "/api/log/proof/consistency",
+            get(routes::audit::consistency),
+        )
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }

@@ -296,7 +296,10 @@ impl Config {
                         var: "RECEIPT_VERIFY_KEYS",
                         reason: e.0,
                     })?,
-                data_dir: env.get("AXON_DATA_DIR").unwrap_or_else(|| ".data".into()).into(),
+                data_dir: env
+                    .get("AXON_DATA_DIR")
+                    .unwrap_or_else(|| ".data".into())
+                    .into(),
             },
         })
     }
@@ -498,8 +501,14 @@ mod tests {
             ("TASK_MAX_EVENTS", "0"),
             ("AXON_LOG_MAX_AGE_S", "-1"),
             ("RECEIPT_SIGNING_KEY_ED25519", "c2hvcnQ"),
-            ("RECEIPT_SIGNING_KEY_ED25519", "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----"),
-            ("RECEIPT_VERIFY_KEYS", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo,nope"),
+            (
+                "RECEIPT_SIGNING_KEY_ED25519",
+                "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----",
+            ),
+            (
+                "RECEIPT_VERIFY_KEYS",
+                "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo,nope",
+            ),
         ] {
             let err = load(&[(var, value)]).expect_err("invalid");
             assert_eq!(err.var, var, "{err}");
@@ -509,8 +518,14 @@ mod tests {
     #[test]
     fn receipt_keys_parse() {
         let config = load(&[
-            ("RECEIPT_SIGNING_KEY_ED25519", "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"),
-            ("RECEIPT_VERIFY_KEYS", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            (
+                "RECEIPT_SIGNING_KEY_ED25519",
+                "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A",
+            ),
+            (
+                "RECEIPT_VERIFY_KEYS",
+                "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+            ),
         ])
         .expect("valid");
         let signer = config.receipts.signer().expect("configured");

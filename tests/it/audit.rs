@@ -3,6 +3,7 @@
 //! with its reason and seq.
 
 use anyhow::Context;
+use e2e::mcp::Session;
 use e2e::{Cluster, Options, is_terminal};
 use serde_json::{Value, json};
 
@@ -70,7 +71,9 @@ async fn every_terminal_kind_verifies_from_every_source() -> anyhow::Result<()> 
         .await?;
     assert_eq!(cluster.cancel(&pending).await?.0, 200);
     ended(&cluster, &pending).await?;
-    let (status, body) = cluster.get(&format!("/mcp/tasks/{pending}/receipt"), Some(&key)).await?;
+    let (status, body) = cluster
+        .get(&format!("/mcp/tasks/{pending}/receipt"), Some(&key))
+        .await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["receipt"]["state"], "canceled");
     cluster.spawn_role("worker-1", "worker").await?;
@@ -85,11 +88,18 @@ async fn every_terminal_kind_verifies_from_every_source() -> anyhow::Result<()> 
         .start_task(json!({"name": "t", "adapter": "mock", "timeout_s": 1, "args": {"steps": 100, "interval_ms": 1000}}))
         .await?;
     let running = cluster
-        .start_task(json!({"name": "c", "adapter": "mock", "args": {"steps": 100, "interval_ms": 1000}}))
+        .start_task(
+            json!({"name": "c", "adapter": "mock", "args": {"steps": 100, "interval_ms": 1000}}),
+        )
         .await?;
     // While it runs, there is no receipt yet, and the answer says why.
-    let (status, body) = cluster.get(&format!("/mcp/tasks/{running}/receipt"), Some(&key)).await?;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("task_not_finished")));
+    let (status, body) = cluster
+        .get(&format!("/mcp/tasks/{running}/receipt"), Some(&key))
+        .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("task_not_finished"))
+    );
     // Tasks that end while the projector is down get their receipts when it is back.
     cluster.kill("projector").await?;
     assert_eq!(cluster.cancel(&running).await?.0, 200);
@@ -109,20 +119,37 @@ async fn every_terminal_kind_verifies_from_every_source() -> anyhow::Result<()> 
     ];
     let dir = tempfile::tempdir()?;
     let jwks_url = format!("{}/.well-known/axontask/keys", cluster.base_url);
+    let session = Session::open(&format!("{}/mcp", cluster.base_url), &key).await?;
     for (task, state) in tasks {
         let api = ["--api", &cluster.base_url, "--key", &key, "--task", task];
         let (code, verdict) = verify(&cluster, &api).await?;
-        assert_eq!((code, verdict["verdict"].as_str()), (0, Some("verified")), "{verdict:#}");
+        assert_eq!(
+            (code, verdict["verdict"].as_str()),
+            (0, Some("verified")),
+            "{verdict:#}"
+        );
         assert_eq!(verdict["state"], state);
 
-        let (code, verdict) = verify(&cluster, &["--database-url", &cluster.database_url, "--task", task]).await?;
-        assert_eq!((code, verdict["verdict"].as_str()), (0, Some("verified")), "{verdict:#}");
+        let (code, verdict) = verify(
+            &cluster,
+            &["--database-url", &cluster.database_url, "--task", task],
+        )
+        .await?;
+        assert_eq!(
+            (code, verdict["verdict"].as_str()),
+            (0, Some("verified")),
+            "{verdict:#}"
+        );
 
         // Events from AXON_LOG; receipt, keys and log from the API.
         let mut nats = vec!["--nats", &cluster.nats_url];
         nats.extend_from_slice(&api);
         let (code, verdict) = verify(&cluster, &nats).await?;
-        assert_eq!((code, verdict["verdict"].as_str()), (0, Some("verified")), "{verdict:#}");
+        assert_eq!(
+            (code, verdict["verdict"].as_str()),
+            (0, Some("verified")),
+            "{verdict:#}"
+        );
 
         // An export, a saved receipt and the published keys, offline: all but the log.
         let export = dir.path().join(format!("{task}.ndjson"));
@@ -136,22 +163,54 @@ async fn every_terminal_kind_verifies_from_every_source() -> anyhow::Result<()> 
             .text()
             .await?;
         std::fs::write(&export, lines)?;
-        let (_, receipt) = cluster.get(&format!("/mcp/tasks/{task}/receipt"), Some(&key)).await?;
+        let (_, receipt) = cluster
+            .get(&format!("/mcp/tasks/{task}/receipt"), Some(&key))
+            .await?;
         let receipt_file = dir.path().join(format!("{task}.receipt.json"));
         std::fs::write(&receipt_file, receipt.to_string())?;
-        let (export, receipt_file) = (export.display().to_string(), receipt_file.display().to_string());
-        let offline = ["--file", &export, "--receipt", &receipt_file, "--keys", &jwks_url];
+        let (export, receipt_file) = (
+            export.display().to_string(),
+            receipt_file.display().to_string(),
+        );
+        let offline = [
+            "--file",
+            &export,
+            "--receipt",
+            &receipt_file,
+            "--keys",
+            &jwks_url,
+        ];
         let (code, verdict) = verify(&cluster, &offline).await?;
-        assert_eq!((code, verdict["verdict"].as_str()), (3, Some("incomplete")), "{verdict:#}");
+        assert_eq!(
+            (code, verdict["verdict"].as_str()),
+            (3, Some("incomplete")),
+            "{verdict:#}"
+        );
         assert_eq!(verdict["checks"][2]["status"], "skipped", "{verdict:#}");
         let mut with_log = offline.to_vec();
         with_log.extend_from_slice(&["--api", &cluster.base_url, "--key", &key]);
         let (code, verdict) = verify(&cluster, &with_log).await?;
-        assert_eq!((code, verdict["verdict"].as_str()), (0, Some("verified")), "{verdict:#}");
+        assert_eq!(
+            (code, verdict["verdict"].as_str()),
+            (0, Some("verified")),
+            "{verdict:#}"
+        );
 
-        // The API's own verdict is the same.
-        let (status, verdict) = cluster.get(&format!("/mcp/tasks/{task}/verify"), Some(&key)).await?;
-        assert_eq!((status, verdict["verdict"].as_str()), (200, Some("verified")), "{verdict:#}");
+        // The API's own verdict is the same, and MCP's.
+        let (status, verdict) = cluster
+            .get(&format!("/mcp/tasks/{task}/verify"), Some(&key))
+            .await?;
+        assert_eq!(
+            (status, verdict["verdict"].as_str()),
+            (200, Some("verified")),
+            "{verdict:#}"
+        );
+        let answer = session
+            .call_tool("verify_task", json!({"task_id": task}))
+            .await?;
+        let result = &answer["result"];
+        assert_eq!(result["structuredContent"], verdict, "{answer}");
+        assert_eq!(result["isError"], false, "{answer}");
     }
 
     // Every head is on AXON_HEADS too.
@@ -159,7 +218,10 @@ async fn every_terminal_kind_verifies_from_every_source() -> anyhow::Result<()> 
     let stream = cluster.js().await?.get_stream("AXON_HEADS").await?;
     let subject = format!("axon.loghead.{tenant}");
     let last: Value = found("the head of size 5 on AXON_HEADS", || async {
-        let message = stream.get_last_raw_message_by_subject(&subject).await.ok()?;
+        let message = stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .ok()?;
         let head: Value = serde_json::from_slice(&message.payload).ok()?;
         (head["head"]["tree_size"] == 5).then_some(head)
     })
@@ -176,23 +238,38 @@ async fn run(cluster: &Cluster, args: Vec<String>) -> anyhow::Result<(i32, Value
 
 /// Arguments to verify `task` from Postgres.
 fn db(cluster: &Cluster, task: &str) -> Vec<String> {
-    ["--database-url", &cluster.database_url, "--task", task].map(str::to_owned).to_vec()
+    ["--database-url", &cluster.database_url, "--task", task]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 /// Arguments to verify `task` through the API.
 fn api(cluster: &Cluster, task: &str) -> Vec<String> {
-    ["--api", &cluster.base_url, "--key", &cluster.api_key, "--task", task].map(str::to_owned).to_vec()
+    [
+        "--api",
+        &cluster.base_url,
+        "--key",
+        &cluster.api_key,
+        "--task",
+        task,
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// Runs `sql` on the cluster's database with the append-only triggers off, as an attacker
 /// with the database would.
 async fn tamper(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<()> {
     for table in ["task_events", "task_receipts", "log_nodes"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} DISABLE TRIGGER USER")))
-            .execute(pool)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} DISABLE TRIGGER USER"
+        )))
+        .execute(pool)
+        .await?;
     }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -226,7 +303,9 @@ async fn each_tampering_is_found_with_its_reason_and_seq() -> anyhow::Result<()>
     };
     let mut receipts = Vec::new();
     for task in &tasks {
-        let (status, receipt) = cluster.get(&format!("/mcp/tasks/{task}/receipt"), Some(&key)).await?;
+        let (status, receipt) = cluster
+            .get(&format!("/mcp/tasks/{task}/receipt"), Some(&key))
+            .await?;
         assert_eq!(status, 200);
         receipts.push(receipt);
     }
@@ -236,12 +315,24 @@ async fn each_tampering_is_found_with_its_reason_and_seq() -> anyhow::Result<()>
     let t = &tasks[0];
     tamper(&pool, &format!("UPDATE task_events SET payload = '{{\"message\":\"forged\",\"percent\":1}}' WHERE task_id = '{t}' AND seq = 3")).await?;
     let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
-    assert_eq!((code, failure(&verdict)), (1, ("hash_mismatch", Some(3))), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict)),
+        (1, ("hash_mismatch", Some(3))),
+        "{verdict:#}"
+    );
     // One event deleted.
     let t = &tasks[1];
-    tamper(&pool, &format!("DELETE FROM task_events WHERE task_id = '{t}' AND seq = 3")).await?;
+    tamper(
+        &pool,
+        &format!("DELETE FROM task_events WHERE task_id = '{t}' AND seq = 3"),
+    )
+    .await?;
     let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
-    assert_eq!((code, failure(&verdict)), (1, ("gap", Some(3))), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict)),
+        (1, ("gap", Some(3))),
+        "{verdict:#}"
+    );
     // Two events swapped.
     let t = &tasks[2];
     tamper(&pool, &format!(
@@ -249,12 +340,24 @@ async fn each_tampering_is_found_with_its_reason_and_seq() -> anyhow::Result<()>
          FROM task_events o WHERE e.task_id = '{t}' AND o.task_id = '{t}'
            AND ((e.seq = 3 AND o.seq = 4) OR (e.seq = 4 AND o.seq = 3))")).await?;
     let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
-    assert_eq!((code, failure(&verdict)), (1, ("wrong_hash_prev", Some(3))), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict)),
+        (1, ("wrong_hash_prev", Some(3))),
+        "{verdict:#}"
+    );
     // The last event dropped: the chain is whole, but the receipt covers seq 6.
     let t = &tasks[3];
-    tamper(&pool, &format!("DELETE FROM task_events WHERE task_id = '{t}' AND seq = 6")).await?;
+    tamper(
+        &pool,
+        &format!("DELETE FROM task_events WHERE task_id = '{t}' AND seq = 6"),
+    )
+    .await?;
     let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
-    assert_eq!((code, failure(&verdict)), (1, ("receipt_mismatch", Some(6))), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict)),
+        (1, ("receipt_mismatch", Some(6))),
+        "{verdict:#}"
+    );
     assert_eq!(verdict["checks"][0]["status"], "ok");
 
     // A receipt moved to another task: as a file, and in the database.
@@ -262,12 +365,20 @@ async fn each_tampering_is_found_with_its_reason_and_seq() -> anyhow::Result<()>
     let mut args = api(&cluster, &tasks[5]);
     args.extend(["--receipt".into(), moved]);
     let (code, verdict) = run(&cluster, args).await?;
-    assert_eq!((code, failure(&verdict).0), (1, "receipt_mismatch"), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict).0),
+        (1, "receipt_mismatch"),
+        "{verdict:#}"
+    );
     let (a, b) = (&tasks[4], &tasks[5]);
     tamper(&pool, &format!(
         "DELETE FROM task_receipts WHERE task_id = '{b}'; UPDATE task_receipts SET task_id = '{b}' WHERE task_id = '{a}'")).await?;
     let (code, verdict) = run(&cluster, db(&cluster, b)).await?;
-    assert_eq!((code, failure(&verdict).0), (1, "bad_signature"), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict).0),
+        (1, "bad_signature"),
+        "{verdict:#}"
+    );
 
     // A receipt signed by a key that is not published, and one whose signature is wrong.
     let stranger = Signer::from_seed([9; 32]);
@@ -276,30 +387,64 @@ async fn each_tampering_is_found_with_its_reason_and_seq() -> anyhow::Result<()>
     forged.receipt.key_id = stranger.public().kid.clone();
     let forged = forged.receipt.sign(&stranger);
     let mut args = api(&cluster, &tasks[6]);
-    args.extend(["--receipt".into(), save("stranger.json", &serde_json::to_value(&forged)?)?]);
+    args.extend([
+        "--receipt".into(),
+        save("stranger.json", &serde_json::to_value(&forged)?)?,
+    ]);
     let (code, verdict) = run(&cluster, args).await?;
-    assert_eq!((code, failure(&verdict).0), (1, "unknown_key"), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict).0),
+        (1, "unknown_key"),
+        "{verdict:#}"
+    );
     let mut wrong = original.clone();
     wrong.receipt.issued_at = "2020-01-01T00:00:00.000000Z".into();
     let mut args = api(&cluster, &tasks[6]);
-    args.extend(["--receipt".into(), save("wrong.json", &serde_json::to_value(&wrong)?)?]);
+    args.extend([
+        "--receipt".into(),
+        save("wrong.json", &serde_json::to_value(&wrong)?)?,
+    ]);
     let (code, verdict) = run(&cluster, args).await?;
-    assert_eq!((code, failure(&verdict).0), (1, "bad_signature"), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict).0),
+        (1, "bad_signature"),
+        "{verdict:#}"
+    );
 
     // A task deleted whole: its saved receipt is in the log, the task is gone.
     let t = &tasks[6];
-    tamper(&pool, &format!("DELETE FROM task_events WHERE task_id = '{t}'; DELETE FROM tasks WHERE task_id = '{t}'")).await?;
+    tamper(
+        &pool,
+        &format!(
+            "DELETE FROM task_events WHERE task_id = '{t}'; DELETE FROM tasks WHERE task_id = '{t}'"
+        ),
+    )
+    .await?;
     let mut args = api(&cluster, t);
     args.extend(["--receipt".into(), save("deleted.json", &receipts[6])?]);
     let (code, verdict) = run(&cluster, args).await?;
-    assert_eq!((code, failure(&verdict).0), (1, "task_missing"), "{verdict:#}");
-    assert_eq!(verdict["checks"][2]["status"], "ok", "the log still holds it: {verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict).0),
+        (1, "task_missing"),
+        "{verdict:#}"
+    );
+    assert_eq!(
+        verdict["checks"][2]["status"], "ok",
+        "the log still holds it: {verdict:#}"
+    );
     let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
-    assert_eq!((code, failure(&verdict).0), (1, "task_missing"), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict).0),
+        (1, "task_missing"),
+        "{verdict:#}"
+    );
 
     // The tree rewritten with the signing key: leaf 2 replaced, every node and the head
     // re-signed. Today's head verifies alone, but not against the head saved before.
-    let tenant = saved_head["head"]["tenant_id"].as_str().context("tenant")?.to_owned();
+    let tenant = saved_head["head"]["tenant_id"]
+        .as_str()
+        .context("tenant")?
+        .to_owned();
     let leaves: Vec<(Vec<u8>,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT hash FROM log_nodes WHERE tenant_id = '{tenant}' AND level = 0 ORDER BY idx"
     )))
@@ -308,18 +453,24 @@ async fn each_tampering_is_found_with_its_reason_and_seq() -> anyhow::Result<()>
     let mut frontier = Frontier::default();
     let mut nodes = Vec::new();
     for (i, (leaf,)) in leaves.iter().enumerate() {
-        let leaf = if i == 2 { merkle::leaf_hash(b"forged") } else { leaf.as_slice().try_into()? };
+        let leaf = if i == 2 {
+            merkle::leaf_hash(b"forged")
+        } else {
+            leaf.as_slice().try_into()?
+        };
         nodes.extend(frontier.append(leaf));
     }
     tamper(&pool, &format!("DELETE FROM log_nodes WHERE tenant_id = '{tenant}'; DELETE FROM log_heads WHERE tenant_id = '{tenant}' AND tree_size = 8")).await?;
     for ((level, idx), hash) in &nodes {
-        sqlx::query("INSERT INTO log_nodes (tenant_id, level, idx, hash) VALUES ($1::uuid, $2, $3, $4)")
-            .bind(&tenant)
-            .bind(i16::try_from(*level)?)
-            .bind(i64::try_from(*idx)?)
-            .bind(hash.to_vec())
-            .execute(&pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO log_nodes (tenant_id, level, idx, hash) VALUES ($1::uuid, $2, $3, $4)",
+        )
+        .bind(&tenant)
+        .bind(i16::try_from(*level)?)
+        .bind(i64::try_from(*idx)?)
+        .bind(hash.to_vec())
+        .execute(&pool)
+        .await?;
     }
     let signer = Signer::parse(&std::fs::read_to_string(
         cluster.data_dir().join(shared::audit::signer::DEV_KEY_FILE),
@@ -341,10 +492,352 @@ async fn each_tampering_is_found_with_its_reason_and_seq() -> anyhow::Result<()>
         .execute(&pool)
         .await?;
     let (code, verdict) = run(&cluster, api(&cluster, &last)).await?;
-    assert_eq!((code, verdict["verdict"].as_str()), (0, Some("verified")), "{verdict:#}");
+    assert_eq!(
+        (code, verdict["verdict"].as_str()),
+        (0, Some("verified")),
+        "{verdict:#}"
+    );
     let mut args = api(&cluster, &last);
     args.extend(["--head".into(), save("saved-head.json", &saved_head)?]);
     let (code, verdict) = run(&cluster, args).await?;
-    assert_eq!((code, failure(&verdict).0), (1, "inconsistent_heads"), "{verdict:#}");
+    assert_eq!(
+        (code, failure(&verdict).0),
+        (1, "inconsistent_heads"),
+        "{verdict:#}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn receipts_verify_after_the_signing_key_rotates() -> anyhow::Result<()> {
+    use shared::audit::signer::Signer;
+
+    let old = Signer::from_seed([1; 32]);
+    let new = Signer::from_seed([2; 32]);
+    let listed_only = Signer::from_seed([3; 32]);
+    let mut cluster = Cluster::start(Options {
+        env: vec![(
+            "RECEIPT_SIGNING_KEY_ED25519",
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE",
+        )],
+        ..Options::default()
+    })
+    .await?;
+    let key = cluster.api_key.clone();
+    let mock = json!({"name": "m", "adapter": "mock", "args": {"steps": 1, "interval_ms": 1}});
+    let before = cluster.start_task(mock.clone()).await?;
+    ended(&cluster, &before).await?;
+    head_of_size(&cluster, &key, 1).await?;
+
+    // The projector restarts with a new key; the old one stays published.
+    cluster.kill("projector").await?;
+    cluster.set_env(
+        "RECEIPT_SIGNING_KEY_ED25519",
+        "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI",
+    );
+    cluster.spawn_role("projector", "projector").await?;
+    cluster.kill("api").await?;
+    cluster.set_env("RECEIPT_VERIFY_KEYS", &listed_only.public().x());
+    let port = cluster
+        .spawn_role("api", "command-api,query-api,mcp")
+        .await?;
+    cluster.base_url = format!("http://127.0.0.1:{port}");
+    let after = cluster.start_task(mock).await?;
+    ended(&cluster, &after).await?;
+    head_of_size(&cluster, &key, 2).await?;
+
+    let response = cluster
+        .http
+        .get(format!("{}/.well-known/axontask/keys", cluster.base_url))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200, "no key needed");
+    let cache = response.headers()["cache-control"].to_str()?.to_owned();
+    assert!(cache.contains("max-age"), "{cache}");
+    let jwks: Value = response.json().await?;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .context("keys")?
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    for signer in [&old, &new, &listed_only] {
+        assert!(kids.contains(&signer.public().kid.as_str()), "{jwks}");
+    }
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+
+    for (task, signer) in [(&before, &old), (&after, &new)] {
+        let (_, receipt) = cluster
+            .get(&format!("/mcp/tasks/{task}/receipt"), Some(&key))
+            .await?;
+        assert_eq!(receipt["receipt"]["key_id"], signer.public().kid.as_str());
+        let (code, verdict) = run(&cluster, api(&cluster, task)).await?;
+        assert_eq!(
+            (code, verdict["verdict"].as_str()),
+            (0, Some("verified")),
+            "{verdict:#}"
+        );
+    }
+    // Human output: one verdict line first.
+    let (code, out) = cluster
+        .run(&[
+            "verify",
+            "--api",
+            &cluster.base_url,
+            "--key",
+            &key,
+            "--task",
+            &before,
+        ])
+        .await?;
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("VERIFIED: task {before} verified")),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_routes_refuse_bad_input_and_other_tenants() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let key = cluster.api_key.clone();
+    let other = cluster.create_key("beta").await?;
+    let (status, body) = cluster.get("/api/log/head", Some(&key)).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("log_empty")),
+        "{body}"
+    );
+    let task = cluster
+        .start_task(json!({"name": "m", "adapter": "mock", "args": {"steps": 1, "interval_ms": 1}}))
+        .await?;
+    ended(&cluster, &task).await?;
+    head_of_size(&cluster, &key, 1).await?;
+
+    let bad = [
+        (
+            format!("/mcp/tasks/{task}/receipt"),
+            Some(other.as_str()),
+            404,
+            "task_not_found",
+        ),
+        (
+            format!("/mcp/tasks/{task}/verify"),
+            Some(other.as_str()),
+            404,
+            "task_not_found",
+        ),
+        (
+            format!("/api/log/proof/inclusion?task_id={task}"),
+            Some(other.as_str()),
+            404,
+            "log_empty",
+        ),
+        (
+            format!("/api/log/proof/inclusion?task_id={task}&tree_size=1"),
+            Some(other.as_str()),
+            404,
+            "receipt_not_found",
+        ),
+        (
+            format!("/api/log/proof/inclusion?task_id={task}&tree_size=0"),
+            Some(key.as_str()),
+            404,
+            "not_yet_in_log",
+        ),
+        (
+            format!("/api/log/proof/inclusion?task_id={task}&tree_size=9"),
+            Some(key.as_str()),
+            400,
+            "bad_tree_size",
+        ),
+        (
+            "/api/log/proof/inclusion?task_id=nope".to_owned(),
+            Some(key.as_str()),
+            400,
+            "invalid_query",
+        ),
+        (
+            "/api/log/proof/consistency?from=0&to=1".to_owned(),
+            Some(key.as_str()),
+            400,
+            "bad_tree_size",
+        ),
+        (
+            "/api/log/proof/consistency?from=2&to=1".to_owned(),
+            Some(key.as_str()),
+            400,
+            "bad_tree_size",
+        ),
+        (
+            "/api/log/proof/consistency?from=1&to=2".to_owned(),
+            Some(key.as_str()),
+            400,
+            "bad_tree_size",
+        ),
+        (
+            "/api/log/proof/consistency?from=1".to_owned(),
+            Some(key.as_str()),
+            400,
+            "invalid_query",
+        ),
+        ("/api/log/head".to_owned(), None, 401, "missing_api_key"),
+    ];
+    for (path, key, status, code) in bad {
+        let (got, body) = cluster.get(&path, key).await?;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.len() > 20),
+            "{body}"
+        );
+    }
+    let (status, proof) = cluster
+        .get(
+            &format!("/api/log/proof/inclusion?task_id={task}&tree_size=1"),
+            Some(&key),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        proof,
+        json!({"leaf_index": 0, "tree_size": 1, "audit_path": []})
+    );
+    let (status, proof) = cluster
+        .get("/api/log/proof/consistency?from=1&to=1", Some(&key))
+        .await?;
+    assert_eq!(
+        (status, proof),
+        (200, json!({"from": 1, "to": 1, "proof": []}))
+    );
+    // verify: a source is required, and a task id must be one.
+    let (code, out) = cluster.run(&["verify", "--task", &task]).await?;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("name a source"), "{out}");
+    let (code, out) = cluster
+        .run(&["verify", "--task", "nope", "--api", &cluster.base_url])
+        .await?;
+    assert_eq!(code, 2, "{out}");
+    Ok(())
+}
+
+/// The Python program of docs/audit.md, as printed there.
+fn python_example() -> anyhow::Result<String> {
+    let doc = std::fs::read_to_string(e2e::workspace().join("docs/audit.md"))?;
+    let start = doc
+        .find("```python\n")
+        .context("docs/audit.md has no Python block")?
+        + 10;
+    let end = start
+        + doc[start..]
+            .find("\n```")
+            .context("the Python block does not end")?;
+    Ok(doc[start..end].to_owned())
+}
+
+#[tokio::test]
+async fn the_python_example_of_docs_audit_verifies_a_real_task() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let key = cluster.api_key.clone();
+    let dir = tempfile::tempdir()?;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(file("verify_task.py"), python_example()?)?;
+    let mock = json!({"name": "m", "adapter": "mock", "args": {"steps": 2, "interval_ms": 1, "message": "ünïcödé \"quoted\"\n"}});
+    let first = cluster.start_task(mock.clone()).await?;
+    ended(&cluster, &first).await?;
+    let old_head = head_of_size(&cluster, &key, 1).await?;
+    let task = cluster.start_task(mock).await?;
+    ended(&cluster, &task).await?;
+    let head = head_of_size(&cluster, &key, 2).await?;
+
+    let get = |path: String| {
+        let cluster = &cluster;
+        let key = key.clone();
+        async move {
+            let (status, body) = cluster.get(&path, Some(&key)).await?;
+            anyhow::ensure!(status == 200, "{path}: {body}");
+            Ok::<_, anyhow::Error>(body.to_string())
+        }
+    };
+    let events = cluster
+        .http
+        .get(format!("{}/mcp/tasks/{task}/events", cluster.base_url))
+        .header("X-Api-Key", &key)
+        .header("Accept", "application/x-ndjson")
+        .send()
+        .await?
+        .text()
+        .await?;
+    std::fs::write(file("events.ndjson"), &events)?;
+    std::fs::write(
+        file("receipt.json"),
+        get(format!("/mcp/tasks/{task}/receipt")).await?,
+    )?;
+    std::fs::write(
+        file("keys.json"),
+        get("/.well-known/axontask/keys".into()).await?,
+    )?;
+    std::fs::write(file("head.json"), head.to_string())?;
+    std::fs::write(file("old-head.json"), old_head.to_string())?;
+    std::fs::write(
+        file("inclusion.json"),
+        get(format!(
+            "/api/log/proof/inclusion?task_id={task}&tree_size=2"
+        ))
+        .await?,
+    )?;
+    std::fs::write(
+        file("consistency.json"),
+        get("/api/log/proof/consistency?from=1&to=2".into()).await?,
+    )?;
+
+    let python = |events: &str| {
+        let mut command = tokio::process::Command::new("python3");
+        command
+            .arg(file("verify_task.py"))
+            .arg(events)
+            .args(
+                [
+                    "receipt.json",
+                    "keys.json",
+                    "head.json",
+                    "inclusion.json",
+                    "old-head.json",
+                    "consistency.json",
+                ]
+                .map(file),
+            )
+            .env(
+                "PYTHONPATH",
+                e2e::mcp::tool("AXON_MCP_PYTHONPATH", "py").expect("the Python tools"),
+            );
+        command
+    };
+    let output = python(&file("events.ndjson")).output().await?;
+    let out = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "verified: task {task}, 5 events, succeeded, leaf 1"
+        )),
+        "{out}"
+    );
+
+    // One changed character in the export: found at its seq.
+    let forged = events.replacen("\"percent\":50", "\"percent\":51", 1);
+    assert_ne!(forged, events);
+    std::fs::write(file("forged.ndjson"), forged)?;
+    let output = python(&file("forged.ndjson")).output().await?;
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.starts_with("FAILED: hash_mismatch at seq 3"), "{out}");
     Ok(())
 }

@@ -54,7 +54,10 @@ impl Api {
         let status = response.status();
         if status.is_success() {
             return Ok(Answer::Ok(
-                response.json().await.with_context(|| format!("GET {url}: body"))?,
+                response
+                    .json()
+                    .await
+                    .with_context(|| format!("GET {url}: body"))?,
             ));
         }
         let body: Value = response.json().await.unwrap_or_default();
@@ -84,7 +87,9 @@ impl Api {
                 Answer::Err(StatusCode::NOT_FOUND, code, _) if code == "task_not_found" => {
                     return Ok(events);
                 }
-                Answer::Err(status, code, message) => bail!("GET {path}: {status} {code}: {message}"),
+                Answer::Err(status, code, message) => {
+                    bail!("GET {path}: {status} {code}: {message}")
+                }
             };
             let full = page.events.len() == PAGE;
             events.extend(page.events);
@@ -121,7 +126,9 @@ impl Api {
             Answer::Err(StatusCode::NOT_FOUND, _, message) => {
                 return Ok((None, earlier.map(|e| (e, Err(message)))));
             }
-            Answer::Err(status, code, message) => bail!("GET /api/log/head: {status} {code}: {message}"),
+            Answer::Err(status, code, message) => {
+                bail!("GET /api/log/head: {status} {code}: {message}")
+            }
         };
         let size = head.head.tree_size;
         let path = format!("/api/log/proof/inclusion?task_id={task}&tree_size={size}");

@@ -14,7 +14,9 @@ use anyhow::{Context, bail};
 use shared::audit::signed::{SignedHead, SignedReceipt};
 use shared::audit::signer::PublicKey;
 use shared::audit::store;
-use shared::audit::verdict::{self, ConsistencyProof, Evidence, Inclusion, Outcome, Status, Verdict};
+use shared::audit::verdict::{
+    self, ConsistencyProof, Evidence, Inclusion, Outcome, Status, Verdict,
+};
 use shared::ids::{TaskId, TenantId};
 use sqlx::PgPool;
 
@@ -32,7 +34,10 @@ pub async fn run(args: VerifyArgs) -> ExitCode {
     match verdict_of(&args).await {
         Ok(verdict) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&verdict).expect("verdicts serialize"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&verdict).expect("verdicts serialize")
+                );
             } else {
                 print_human(&verdict);
             }
@@ -56,7 +61,11 @@ async fn verdict_of(args: &VerifyArgs) -> anyhow::Result<Verdict> {
         _ => None,
     };
     let pool = match &args.database_url {
-        Some(url) => Some(PgPool::connect(url).await.context("connecting to --database-url")?),
+        Some(url) => Some(
+            PgPool::connect(url)
+                .await
+                .context("connecting to --database-url")?,
+        ),
         None => None,
     };
     let receipt: Option<SignedReceipt> = match &args.receipt {
@@ -73,7 +82,12 @@ async fn verdict_of(args: &VerifyArgs) -> anyhow::Result<Verdict> {
     };
     let task = args
         .task
-        .or_else(|| file_events.as_ref().and_then(|e| e.first()).map(|e| e.task_id))
+        .or_else(|| {
+            file_events
+                .as_ref()
+                .and_then(|e| e.first())
+                .map(|e| e.task_id)
+        })
         .or_else(|| receipt.as_ref().map(|r| r.receipt.task_id))
         .context("--task is required (or give --file or --receipt, which name the task)")?;
     let tenant = match (&pool, args.tenant) {
@@ -100,14 +114,26 @@ async fn verdict_of(args: &VerifyArgs) -> anyhow::Result<Verdict> {
     let receipt = match (receipt, &api, &pool, tenant) {
         (Some(receipt), ..) => Some(receipt),
         (None, Some(api), ..) => api.receipt(task).await?,
-        (None, None, Some(pool), Some(tenant)) => store::receipt(pool, tenant, task).await?.map(|(r, _)| r),
+        (None, None, Some(pool), Some(tenant)) => {
+            store::receipt(pool, tenant, task).await?.map(|(r, _)| r)
+        }
         _ => None,
     };
     let keys = keys(args, &api, &pool).await?;
     let (log, earlier) = match (&api, &pool, tenant) {
         (Some(api), ..) => api.log(task, earlier).await?,
-        (None, Some(pool), Some(tenant)) => store::log_evidence(pool, tenant, task, earlier).await?,
-        _ => (None, earlier.map(|e| (e, Err("no log source (give --api or --database-url)".to_owned())))),
+        (None, Some(pool), Some(tenant)) => {
+            store::log_evidence(pool, tenant, task, earlier).await?
+        }
+        _ => (
+            None,
+            earlier.map(|e| {
+                (
+                    e,
+                    Err("no log source (give --api or --database-url)".to_owned()),
+                )
+            }),
+        ),
     };
     Ok(verdict::verify(&Evidence {
         task_id: task,
@@ -121,7 +147,11 @@ async fn verdict_of(args: &VerifyArgs) -> anyhow::Result<Verdict> {
 
 /// The keys receipts must verify with: `--keys` if given (pinned by the auditor), else
 /// what the API publishes, else what Postgres records plus `RECEIPT_VERIFY_KEYS`.
-async fn keys(args: &VerifyArgs, api: &Option<api::Api>, pool: &Option<PgPool>) -> anyhow::Result<Vec<PublicKey>> {
+async fn keys(
+    args: &VerifyArgs,
+    api: &Option<api::Api>,
+    pool: &Option<PgPool>,
+) -> anyhow::Result<Vec<PublicKey>> {
     if let Some(source) = &args.keys {
         return files::keys(source).await;
     }
@@ -150,7 +180,10 @@ fn print_human(verdict: &Verdict) {
     match &verdict.failure {
         Some(f) => {
             let at = f.seq.map(|s| format!(" at seq {s}")).unwrap_or_default();
-            println!("{word}: task {}{at} ({}): {}", verdict.task_id, f.reason, f.message);
+            println!(
+                "{word}: task {}{at} ({}): {}",
+                verdict.task_id, f.reason, f.message
+            );
         }
         None => println!("{word}: {}", verdict.summary),
     }

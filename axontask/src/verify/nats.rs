@@ -9,7 +9,11 @@ use shared::names;
 
 /// The task's events as `AXON_LOG` holds them, in seq order; a message published twice
 /// (the same event) counts once.
-pub async fn events(url: &str, task: TaskId, tenant: Option<TenantId>) -> anyhow::Result<Vec<Envelope>> {
+pub async fn events(
+    url: &str,
+    task: TaskId,
+    tenant: Option<TenantId>,
+) -> anyhow::Result<Vec<Envelope>> {
     let (_client, js) = shared::nats::connect(url, "axontask-verify").await?;
     let stream = js
         .get_stream(names::STREAM_AXON_LOG)
@@ -24,7 +28,11 @@ pub async fn events(url: &str, task: TaskId, tenant: Option<TenantId>) -> anyhow
         .await
         .context("reading AXON_LOG (the NATS user needs to read it)")?;
     let mut consumer = consumer;
-    let pending = consumer.info().await.context("AXON_LOG consumer")?.num_pending;
+    let pending = consumer
+        .info()
+        .await
+        .context("AXON_LOG consumer")?
+        .num_pending;
     let mut events: Vec<Envelope> = Vec::new();
     if pending == 0 {
         return Ok(events);
@@ -32,8 +40,12 @@ pub async fn events(url: &str, task: TaskId, tenant: Option<TenantId>) -> anyhow
     let mut messages = consumer.messages().await.context("reading AXON_LOG")?;
     while let Some(message) = messages.next().await {
         let message = message.context("reading AXON_LOG")?;
-        let event: Envelope = serde_json::from_slice(&message.payload)
-            .with_context(|| format!("{} holds something that is not an envelope", message.subject))?;
+        let event: Envelope = serde_json::from_slice(&message.payload).with_context(|| {
+            format!(
+                "{} holds something that is not an envelope",
+                message.subject
+            )
+        })?;
         if !events.contains(&event) {
             events.push(event);
         }

@@ -369,7 +369,13 @@ mod tests {
                 let other = leaf_hash(b"forged");
                 assert!(!verify_inclusion(index, size, &other, &proof, &root));
                 if size > 1 {
-                    assert!(!verify_inclusion((index + 1) % size, size, leaf, &proof, &root));
+                    assert!(!verify_inclusion(
+                        (index + 1) % size,
+                        size,
+                        leaf,
+                        &proof,
+                        &root
+                    ));
                 }
             }
             assert!(!verify_inclusion(size, size, &leaves[0], &[], &root));
@@ -386,14 +392,23 @@ mod tests {
             for from in 1..=to {
                 let old = naive(&leaves[..from as usize]);
                 let proof = consistency(from, to, &nodes);
-                assert!(verify_consistency(from, to, &old, &new, &proof), "{from}→{to}");
+                assert!(
+                    verify_consistency(from, to, &old, &new, &proof),
+                    "{from}→{to}"
+                );
                 if from > 3 {
                     let forged = naive(&rewritten[..from as usize]);
                     assert!(!verify_consistency(from, to, &forged, &new, &proof));
                 }
             }
         }
-        assert!(!verify_consistency(0, 3, &empty_root(), &naive(&leaves[..3]), &[]));
+        assert!(!verify_consistency(
+            0,
+            3,
+            &empty_root(),
+            &naive(&leaves[..3]),
+            &[]
+        ));
     }
 
     #[test]

@@ -241,9 +241,14 @@ mod tests {
         let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
         let from_pem = Signer::parse(pem).expect("pem");
         let seed = "1O5y2_kTWErVttjx92n4rTr-fCjL8dT74Jeoj0R1WEI";
-        assert_eq!(from_pem.public(), Signer::parse(seed).expect("seed").public());
+        assert_eq!(
+            from_pem.public(),
+            Signer::parse(seed).expect("seed").public()
+        );
         assert!(Signer::parse("c2hvcnQ").is_err());
-        assert!(Signer::parse("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
+        assert!(
+            Signer::parse("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err()
+        );
     }
 
     #[test]

@@ -113,7 +113,10 @@ pub async fn receipt(
 }
 
 /// The tenant's latest signed head.
-pub async fn latest_head(pool: &PgPool, tenant: TenantId) -> Result<Option<SignedHead>, sqlx::Error> {
+pub async fn latest_head(
+    pool: &PgPool,
+    tenant: TenantId,
+) -> Result<Option<SignedHead>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT tree_size, root_hash, issued_at, key_id, signature FROM log_heads
          WHERE tenant_id = $1 ORDER BY tree_size DESC LIMIT 1",
@@ -139,10 +142,11 @@ pub async fn latest_head(pool: &PgPool, tenant: TenantId) -> Result<Option<Signe
 
 /// Leaves in the tenant's tree (some may be newer than its latest head).
 pub async fn tree_size(pool: &PgPool, tenant: TenantId) -> Result<u64, sqlx::Error> {
-    let size: Option<(i64,)> = sqlx::query_as("SELECT tree_size FROM log_trees WHERE tenant_id = $1")
-        .bind(tenant.0)
-        .fetch_optional(pool)
-        .await?;
+    let size: Option<(i64,)> =
+        sqlx::query_as("SELECT tree_size FROM log_trees WHERE tenant_id = $1")
+            .bind(tenant.0)
+            .fetch_optional(pool)
+            .await?;
     Ok(size.map_or(0, |(n,)| to_u64(n)))
 }
 
@@ -152,7 +156,10 @@ pub async fn nodes(
     tenant: TenantId,
     ids: &[NodeId],
 ) -> Result<HashMap<NodeId, Hash>, sqlx::Error> {
-    let levels: Vec<i16> = ids.iter().map(|(l, _)| i16::try_from(*l).unwrap_or(i16::MAX)).collect();
+    let levels: Vec<i16> = ids
+        .iter()
+        .map(|(l, _)| i16::try_from(*l).unwrap_or(i16::MAX))
+        .collect();
     let indexes: Vec<i64> = ids.iter().map(|(_, i)| to_i64(*i)).collect();
     let rows = sqlx::query(
         "SELECT n.level, n.idx, n.hash FROM log_nodes n
@@ -171,7 +178,10 @@ pub async fn nodes(
         let idx: i64 = row.try_get("idx")?;
         let hash: Vec<u8> = row.try_get("hash")?;
         if let Ok(hash) = Hash::try_from(hash) {
-            nodes.insert((u32::try_from(level).unwrap_or_default(), to_u64(idx)), hash);
+            nodes.insert(
+                (u32::try_from(level).unwrap_or_default(), to_u64(idx)),
+                hash,
+            );
         }
     }
     Ok(nodes)
@@ -179,10 +189,18 @@ pub async fn nodes(
 
 async fn run(pool: &PgPool, tenant: TenantId, query: Query) -> Result<Vec<String>, sqlx::Error> {
     let nodes = nodes(pool, tenant, &merkle::needed(query)).await?;
-    Ok(merkle::answer(query, &nodes).iter().map(hex::encode).collect())
+    Ok(merkle::answer(query, &nodes)
+        .iter()
+        .map(hex::encode)
+        .collect())
 }
 
-async fn check_size(pool: &PgPool, tenant: TenantId, size: u64, name: &str) -> Result<(), ProofError> {
+async fn check_size(
+    pool: &PgPool,
+    tenant: TenantId,
+    size: u64,
+    name: &str,
+) -> Result<(), ProofError> {
     let leaves = tree_size(pool, tenant).await?;
     if size > leaves {
         return Err(ProofError::Range(format!(
@@ -246,7 +264,11 @@ pub async fn tenant_of(pool: &PgPool, task: TaskId) -> Result<Option<TenantId>, 
 }
 
 /// Every event of the tenant's task, in seq order.
-pub async fn events(pool: &PgPool, tenant: TenantId, task: TaskId) -> Result<Vec<Envelope>, sqlx::Error> {
+pub async fn events(
+    pool: &PgPool,
+    tenant: TenantId,
+    task: TaskId,
+) -> Result<Vec<Envelope>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT task_id, tenant_id, seq, ts, kind, payload, hash_prev, hash_curr FROM task_events
          WHERE tenant_id = $1 AND task_id = $2 ORDER BY seq",
@@ -265,7 +287,13 @@ pub async fn log_evidence(
     tenant: TenantId,
     task: TaskId,
     earlier: Option<SignedHead>,
-) -> Result<(Option<(SignedHead, Inclusion)>, Option<(SignedHead, Result<ConsistencyProof, String>)>), sqlx::Error> {
+) -> Result<
+    (
+        Option<(SignedHead, Inclusion)>,
+        Option<(SignedHead, Result<ConsistencyProof, String>)>,
+    ),
+    sqlx::Error,
+> {
     let Some(head) = latest_head(pool, tenant).await? else {
         let none = "the tenant log has no signed head yet".to_owned();
         return Ok((None, earlier.map(|e| (e, Err(none)))));

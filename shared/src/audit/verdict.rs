@@ -258,9 +258,15 @@ fn chain(evidence: &Evidence) -> Judged {
         let expected_seq = previous.map_or(1, |p| p.seq + 1);
         if seq != expected_seq {
             let (at, message) = if seq > expected_seq {
-                (expected_seq, format!("seq {expected_seq} is missing (the next event is seq {seq})"))
+                (
+                    expected_seq,
+                    format!("seq {expected_seq} is missing (the next event is seq {seq})"),
+                )
             } else {
-                (seq, format!("seq {seq} appears after seq {}", expected_seq - 1))
+                (
+                    seq,
+                    format!("seq {seq} appears after seq {}", expected_seq - 1),
+                )
             };
             return Err(found("gap", Some(at), message));
         }
@@ -268,7 +274,11 @@ fn chain(evidence: &Evidence) -> Judged {
             return Err(found(
                 "event_after_end",
                 Some(seq),
-                format!("seq {seq} follows the terminal event (seq {}, {})", p.seq, p.kind.as_str()),
+                format!(
+                    "seq {seq} follows the terminal event (seq {}, {})",
+                    p.seq,
+                    p.kind.as_str()
+                ),
             ));
         }
         let expected_prev = previous.map_or(GENESIS, |p| p.hash_curr.as_str());
@@ -276,7 +286,10 @@ fn chain(evidence: &Evidence) -> Judged {
             let message = if previous.is_none() {
                 "seq 1's hash_prev is not 64 zeros (the genesis)".to_owned()
             } else {
-                format!("seq {seq}'s hash_prev is not the hash_curr of seq {}", seq - 1)
+                format!(
+                    "seq {seq}'s hash_prev is not the hash_curr of seq {}",
+                    seq - 1
+                )
             };
             return Err(found("wrong_hash_prev", Some(seq), message));
         }
@@ -307,7 +320,10 @@ fn chain(evidence: &Evidence) -> Judged {
         previous = Some(event);
     }
     let n = evidence.events.len();
-    Ok((Status::Ok, format!("{n} events from seq 1, every link and hash correct")))
+    Ok((
+        Status::Ok,
+        format!("{n} events from seq 1, every link and hash correct"),
+    ))
 }
 
 fn signature(reason: SignatureError, what: &str) -> Found {
@@ -326,9 +342,16 @@ fn receipt(evidence: &Evidence) -> Judged {
             Some(e) if e.kind.is_terminal() => Err(found(
                 "no_receipt",
                 Some(e.seq),
-                format!("the task ended at seq {} ({}) but has no receipt", e.seq, e.kind.as_str()),
+                format!(
+                    "the task ended at seq {} ({}) but has no receipt",
+                    e.seq,
+                    e.kind.as_str()
+                ),
             )),
-            Some(_) => Ok((Status::Pending, "the task has not ended, so it has no receipt yet".into())),
+            Some(_) => Ok((
+                Status::Pending,
+                "the task has not ended, so it has no receipt yet".into(),
+            )),
             None => Ok((Status::Skipped, "no receipt given".into())),
         };
     };
@@ -340,7 +363,10 @@ fn receipt(evidence: &Evidence) -> Judged {
         return Err(found(
             "receipt_mismatch",
             None,
-            format!("the receipt is for task {}, not {}", r.task_id, evidence.task_id),
+            format!(
+                "the receipt is for task {}, not {}",
+                r.task_id, evidence.task_id
+            ),
         ));
     }
     let Some(last) = last else {
@@ -357,7 +383,10 @@ fn receipt(evidence: &Evidence) -> Judged {
         return Err(found(
             "receipt_mismatch",
             None,
-            format!("the receipt is for tenant {}, the events are tenant {}'s", r.tenant_id, last.tenant_id),
+            format!(
+                "the receipt is for tenant {}, the events are tenant {}'s",
+                r.tenant_id, last.tenant_id
+            ),
         ));
     }
     if r.last_seq != last.seq {
@@ -365,7 +394,10 @@ fn receipt(evidence: &Evidence) -> Judged {
         return Err(found(
             "receipt_mismatch",
             Some(seq),
-            format!("the receipt covers seq 1..{}, but the log ends at seq {}", r.last_seq, last.seq),
+            format!(
+                "the receipt covers seq 1..{}, but the log ends at seq {}",
+                r.last_seq, last.seq
+            ),
         ));
     }
     if r.hash_curr != last.hash_curr || r.state != last.kind.as_str() {
@@ -384,7 +416,10 @@ fn receipt(evidence: &Evidence) -> Judged {
     }
     Ok((
         Status::Ok,
-        format!("signed by key {}, matches seq {} ({})", r.key_id, r.last_seq, r.state),
+        format!(
+            "signed by key {}, matches seq {} ({})",
+            r.key_id, r.last_seq, r.state
+        ),
     ))
 }
 
@@ -399,12 +434,19 @@ fn check_head(head: &SignedHead, evidence: &Evidence, which: &str) -> Result<(),
     head.check(&evidence.keys)
         .map_err(|e| signature(e, which))?;
     let tenant = evidence.events.first().map(|e| e.tenant_id);
-    let tenant = evidence.receipt.as_ref().map(|r| r.receipt.tenant_id).or(tenant);
+    let tenant = evidence
+        .receipt
+        .as_ref()
+        .map(|r| r.receipt.tenant_id)
+        .or(tenant);
     match tenant {
         Some(t) if t != head.head.tenant_id => Err(found(
             "not_included",
             None,
-            format!("{which} is tenant {}'s, not tenant {t}'s", head.head.tenant_id),
+            format!(
+                "{which} is tenant {}'s, not tenant {t}'s",
+                head.head.tenant_id
+            ),
         )),
         _ => Ok(()),
     }
@@ -416,7 +458,10 @@ fn inclusion(evidence: &Evidence) -> Judged {
         return Ok((Status::Skipped, "no receipt to look up in the log".into()));
     };
     let Some((head, proof)) = &evidence.log else {
-        return Ok((Status::Skipped, "no log source (give --api or --database-url)".into()));
+        return Ok((
+            Status::Skipped,
+            "no log source (give --api or --database-url)".into(),
+        ));
     };
     check_head(head, evidence, "the signed head")?;
     let proof = match proof {
@@ -448,7 +493,10 @@ fn inclusion(evidence: &Evidence) -> Judged {
     }
     Ok((
         Status::Ok,
-        format!("leaf {} of the signed head of size {}", proof.leaf_index, h.tree_size),
+        format!(
+            "leaf {} of the signed head of size {}",
+            proof.leaf_index, h.tree_size
+        ),
     ))
 }
 
@@ -458,7 +506,10 @@ fn consistency(
     (old, proof): &(SignedHead, Result<ConsistencyProof, String>),
 ) -> Judged {
     let Some((new, _)) = &evidence.log else {
-        return Ok((Status::Skipped, "no log source to compare the earlier head with".into()));
+        return Ok((
+            Status::Skipped,
+            "no log source to compare the earlier head with".into(),
+        ));
     };
     check_head(old, evidence, "the earlier head")?;
     let (o, n) = (&old.head, &new.head);
@@ -486,6 +537,9 @@ fn consistency(
     }
     Ok((
         Status::Ok,
-        format!("the head of size {} extends the earlier one of size {}", n.tree_size, o.tree_size),
+        format!(
+            "the head of size {} extends the earlier one of size {}",
+            n.tree_size, o.tree_size
+        ),
     ))
 }

@@ -1,11 +1,10 @@
 //! Postgres for the projector: its offsets, task rows, and one transaction per batch that
-//! writes `task_events`, `tasks` and the offsets together.
+//! writes `task_events`, `tasks`, receipts and tree nodes ([`audit`]) and the offsets
+//! together.
 
-use std::collections::HashMap;
+mod audit;
 
 use chrono::{DateTime, Utc};
-use shared::audit::merkle::{Frontier, Hash, NodeId};
-use shared::audit::signed::SignedHead;
 use serde_json::Value;
 use shared::events::wire::Envelope;
 use shared::ids::{TaskId, TenantId};
@@ -15,6 +14,8 @@ use uuid::Uuid;
 
 use crate::projection::Projection;
 use crate::transparency::Staged;
+
+pub use audit::{frontiers, store_heads, unsigned_trees};
 
 /// The offsets row's key.
 const CONSUMER: &str = "projector";
@@ -192,7 +193,7 @@ pub async fn commit(pool: &PgPool, batch: &Batch, from: Offsets, to: Offsets) ->
         upsert_tasks(&mut tx, &batch.tasks).await?;
     }
     if !batch.audit.is_empty() {
-        write_audit(&mut tx, &batch.audit).await?;
+        audit::write(&mut tx, &batch.audit).await?;
     }
     sqlx::query(
         "UPDATE projector_offsets SET applied_seq = $2, fanned_seq = $3 WHERE consumer = $1",
@@ -355,191 +356,4 @@ pub async fn events_between(pool: &PgPool, after: u64, upto: u64) -> Result<Vec<
         .map(shared::db::envelope_from_row)
         .collect::<Result<_, _>>()
         .map_err(Error::from)
-}
-
-/// Writes receipts, tree nodes, tree sizes and heads (heads already stored are kept).
-pub async fn write_audit(tx: &mut sqlx::PgConnection, staged: &Staged) -> Result<(), sqlx::Error> {
-    if !staged.receipts.is_empty() {
-        let mut cols = ReceiptColumns::default();
-        for (signed, leaf) in &staged.receipts {
-            let r = &signed.receipt;
-            cols.task_id.push(r.task_id.0);
-            cols.tenant_id.push(r.tenant_id.0);
-            cols.leaf_index.push(to_i64(*leaf));
-            cols.state.push(r.state.clone());
-            cols.last_seq.push(to_i64(r.last_seq));
-            cols.hash_curr.push(r.hash_curr.clone());
-            cols.issued_at.push(r.issued_at.clone());
-            cols.key_id.push(r.key_id.clone());
-            cols.signature.push(signed.signature.clone());
-        }
-        sqlx::query(
-            "INSERT INTO task_receipts (task_id, tenant_id, leaf_index, state, last_seq, hash_curr,
-                                        issued_at, key_id, signature)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::bigint[],
-                                  $6::text[], $7::text[], $8::text[], $9::text[])",
-        )
-        .bind(cols.task_id)
-        .bind(cols.tenant_id)
-        .bind(cols.leaf_index)
-        .bind(cols.state)
-        .bind(cols.last_seq)
-        .bind(cols.hash_curr)
-        .bind(cols.issued_at)
-        .bind(cols.key_id)
-        .bind(cols.signature)
-        .execute(&mut *tx)
-        .await?;
-        let (tenants, levels, indexes, hashes): (Vec<Uuid>, Vec<i16>, Vec<i64>, Vec<Vec<u8>>) =
-            staged
-                .nodes
-                .iter()
-                .map(|(tenant, (level, idx), hash)| {
-                    (tenant.0, i16::try_from(*level).unwrap_or(i16::MAX), to_i64(*idx), hash.to_vec())
-                })
-                .fold(Default::default(), |mut cols, (t, l, i, h)| {
-                    cols.0.push(t);
-                    cols.1.push(l);
-                    cols.2.push(i);
-                    cols.3.push(h);
-                    cols
-                });
-        sqlx::query(
-            "INSERT INTO log_nodes (tenant_id, level, idx, hash)
-             SELECT * FROM UNNEST($1::uuid[], $2::smallint[], $3::bigint[], $4::bytea[])",
-        )
-        .bind(tenants)
-        .bind(levels)
-        .bind(indexes)
-        .bind(hashes)
-        .execute(&mut *tx)
-        .await?;
-        let (tenants, sizes): (Vec<Uuid>, Vec<i64>) = staged
-            .trees
-            .iter()
-            .map(|(tenant, tree)| (tenant.0, to_i64(tree.size)))
-            .unzip();
-        sqlx::query(
-            "INSERT INTO log_trees (tenant_id, tree_size)
-             SELECT * FROM UNNEST($1::uuid[], $2::bigint[])
-             ON CONFLICT (tenant_id) DO UPDATE SET tree_size = EXCLUDED.tree_size",
-        )
-        .bind(tenants)
-        .bind(sizes)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !staged.heads.is_empty() {
-        insert_heads(tx, &staged.heads).await?;
-    }
-    Ok(())
-}
-
-#[derive(Default)]
-struct ReceiptColumns {
-    task_id: Vec<Uuid>,
-    tenant_id: Vec<Uuid>,
-    leaf_index: Vec<i64>,
-    state: Vec<String>,
-    last_seq: Vec<i64>,
-    hash_curr: Vec<String>,
-    issued_at: Vec<String>,
-    key_id: Vec<String>,
-    signature: Vec<String>,
-}
-
-async fn insert_heads(tx: &mut sqlx::PgConnection, heads: &[SignedHead]) -> Result<(), sqlx::Error> {
-    let mut cols: (Vec<Uuid>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>, Vec<String>) =
-        Default::default();
-    for signed in heads {
-        let h = &signed.head;
-        cols.0.push(h.tenant_id.0);
-        cols.1.push(to_i64(h.tree_size));
-        cols.2.push(h.root_hash.clone());
-        cols.3.push(h.issued_at.clone());
-        cols.4.push(h.key_id.clone());
-        cols.5.push(signed.signature.clone());
-    }
-    sqlx::query(
-        "INSERT INTO log_heads (tenant_id, tree_size, root_hash, issued_at, key_id, signature)
-         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
-         ON CONFLICT (tenant_id, tree_size) DO NOTHING",
-    )
-    .bind(cols.0)
-    .bind(cols.1)
-    .bind(cols.2)
-    .bind(cols.3)
-    .bind(cols.4)
-    .bind(cols.5)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// Stores heads signed outside a batch (held back, or missing after a crash).
-pub async fn store_heads(pool: &PgPool, heads: &[SignedHead]) -> Result<(), Error> {
-    let mut conn = pool.acquire().await?;
-    insert_heads(&mut conn, heads).await?;
-    Ok(())
-}
-
-/// Tenants whose trees have leaves newer than their latest head.
-pub async fn unsigned_trees(pool: &PgPool) -> Result<Vec<TenantId>, Error> {
-    let rows: Vec<(Uuid,)> = sqlx::query_as(
-        "SELECT t.tenant_id FROM log_trees t
-         WHERE t.tree_size > COALESCE(
-             (SELECT max(h.tree_size) FROM log_heads h WHERE h.tenant_id = t.tenant_id), 0)",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|(t,)| TenantId(t)).collect())
-}
-
-/// The current trees of `tenants` (empty ones for tenants without a log yet).
-pub async fn frontiers(
-    pool: &PgPool,
-    tenants: &[TenantId],
-) -> Result<HashMap<TenantId, Frontier>, Error> {
-    let ids: Vec<Uuid> = tenants.iter().map(|t| t.0).collect();
-    let sizes: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT tenant_id, tree_size FROM log_trees WHERE tenant_id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
-    let mut wanted = (Vec::new(), Vec::new(), Vec::new());
-    for (tenant, size) in &sizes {
-        for (level, idx) in Frontier::ids(to_u64(*size)) {
-            wanted.0.push(*tenant);
-            wanted.1.push(i16::try_from(level).unwrap_or(i16::MAX));
-            wanted.2.push(to_i64(idx));
-        }
-    }
-    let rows: Vec<(Uuid, i16, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT n.tenant_id, n.level, n.idx, n.hash FROM log_nodes n
-         JOIN UNNEST($1::uuid[], $2::smallint[], $3::bigint[]) AS k(tenant_id, level, idx)
-           ON n.tenant_id = k.tenant_id AND n.level = k.level AND n.idx = k.idx",
-    )
-    .bind(wanted.0)
-    .bind(wanted.1)
-    .bind(wanted.2)
-    .fetch_all(pool)
-    .await?;
-    let mut nodes: HashMap<Uuid, HashMap<NodeId, Hash>> = HashMap::new();
-    for (tenant, level, idx, hash) in rows {
-        if let Ok(hash) = Hash::try_from(hash) {
-            nodes
-                .entry(tenant)
-                .or_default()
-                .insert((u32::try_from(level).unwrap_or_default(), to_u64(idx)), hash);
-        }
-    }
-    let mut trees: HashMap<TenantId, Frontier> =
-        tenants.iter().map(|t| (*t, Frontier::default())).collect();
-    for (tenant, size) in sizes {
-        let loaded = Frontier::load(to_u64(size), &nodes.remove(&tenant).unwrap_or_default())
-            .ok_or(Error::MissingNodes(TenantId(tenant)))?;
-        trees.insert(TenantId(tenant), loaded);
-    }
-    Ok(trees)
 }
