@@ -43,6 +43,7 @@ AxonTask is running (roles: command-api, query-api, worker, projector, mcp; adap
   API key:   $key
   log:       $data/axontask.log
   stop:      scripts/down.sh
+  audit:     $bin verify --api $base --key $key --task TASK_ID  (docs/audit.md)
 
 Try it:
   export AXON=$base KEY=$key

@@ -48,7 +48,7 @@ pub struct VerifyArgs {
     /// The task.
     #[arg(long, value_parser = crate::verify::task_arg)]
     pub task: Option<shared::ids::TaskId>,
-    /// An AxonTask API (http://host:port); needs --key.
+    /// An AxonTask API (https://host or http://host:port); needs --key.
     #[arg(long)]
     pub api: Option<String>,
     /// An API key of the task's tenant.
@@ -57,10 +57,11 @@ pub struct VerifyArgs {
     /// Postgres, read directly.
     #[arg(long)]
     pub database_url: Option<String>,
-    /// NATS, to read the task's events from stream AXON_LOG.
+    /// NATS, to read the task's events from stream AXON_LOG (as a user that may create
+    /// consumers on it, such as an operator's).
     #[arg(long)]
     pub nats: Option<String>,
-    /// The tenant (narrows the AXON_LOG read to its subjects; needed by tenant NATS users).
+    /// The task's tenant (narrows the AXON_LOG read to its subjects).
     #[arg(long, value_parser = crate::verify::tenant_arg)]
     pub tenant: Option<shared::ids::TenantId>,
     /// An NDJSON export of the task's events.
@@ -69,7 +70,7 @@ pub struct VerifyArgs {
     /// The task's receipt, as saved from GET /mcp/tasks/{id}/receipt.
     #[arg(long)]
     pub receipt: Option<String>,
-    /// The published keys to trust: a JWKS file, or its http:// URL.
+    /// The published keys to trust: a JWKS file, or its URL.
     #[arg(long)]
     pub keys: Option<String>,
     /// A head saved earlier (from GET /api/log/head): checks today's head extends it.

@@ -1,6 +1,7 @@
 //! `axontask nats-user --tenant NAME`: NATS credentials for a tenant's own services, which
-//! may read only their tenant's chained events (`axon.log.{tenant_id}.>`), through one
-//! durable consumer of their own on `AXON_LOG`, and publish nothing else.
+//! may read only their tenant's chained events (`axon.log.{tenant_id}.>`) and signed tree
+//! heads (`axon.loghead.{tenant_id}`), each through one durable consumer of their own (on
+//! `AXON_LOG` and `AXON_HEADS`), and publish nothing else.
 
 use anyhow::Context;
 use rand::RngCore;
@@ -17,6 +18,7 @@ struct TenantUser {
     consumer: String,
     inbox: String,
     filter: String,
+    heads: String,
 }
 
 impl TenantUser {
@@ -30,23 +32,35 @@ impl TenantUser {
             consumer: format!("tenant-{id}"),
             inbox: format!("_INBOX_{id}"),
             filter: format!("axon.log.{tenant_id}.>"),
+            heads: format!("axon.loghead.{tenant_id}"),
         }
     }
 
     /// The entry for the `users` list of nats.conf: the password as a bcrypt hash, and
     /// exactly the subjects its one consumer needs.
     fn config(&self, name: &str, hash: &str) -> String {
-        let (user, consumer, inbox, filter) =
-            (&self.user, &self.consumer, &self.inbox, &self.filter);
+        let (user, consumer, inbox, filter, heads) = (
+            &self.user,
+            &self.consumer,
+            &self.inbox,
+            &self.filter,
+            &self.heads,
+        );
         format!(
-            r#"    # tenant {name}: reads {filter} through consumer {consumer} of AXON_LOG
+            r#"    # tenant {name}: reads {filter} and {heads} through consumers {consumer} of
+    # AXON_LOG and AXON_HEADS
     {{ user: "{user}", password: "{hash}", permissions: {{
       publish: ["$JS.API.INFO",
                 "$JS.API.CONSUMER.CREATE.AXON_LOG.{consumer}.{filter}",
                 "$JS.API.CONSUMER.INFO.AXON_LOG.{consumer}",
                 "$JS.API.CONSUMER.DELETE.AXON_LOG.{consumer}",
                 "$JS.API.CONSUMER.MSG.NEXT.AXON_LOG.{consumer}",
-                "$JS.ACK.AXON_LOG.{consumer}.>"]
+                "$JS.ACK.AXON_LOG.{consumer}.>",
+                "$JS.API.CONSUMER.CREATE.AXON_HEADS.{consumer}.{heads}",
+                "$JS.API.CONSUMER.INFO.AXON_HEADS.{consumer}",
+                "$JS.API.CONSUMER.DELETE.AXON_HEADS.{consumer}",
+                "$JS.API.CONSUMER.MSG.NEXT.AXON_HEADS.{consumer}",
+                "$JS.ACK.AXON_HEADS.{consumer}.>"]
       subscribe: ["{inbox}.>"]
     }} }}"#
         )
@@ -82,6 +96,10 @@ pub async fn create(pool: &PgPool, name: &str) -> anyhow::Result<()> {
     println!(
         "   consumer:      {} on stream AXON_LOG, durable, filter {}",
         tenant.consumer, tenant.filter
+    );
+    println!(
+        "   heads:         {} on stream AXON_HEADS, durable, filter {} (signed tree heads)",
+        tenant.consumer, tenant.heads
     );
     Ok(())
 }

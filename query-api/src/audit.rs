@@ -16,6 +16,9 @@ use tokio::sync::Mutex;
 use crate::State;
 use crate::reads;
 
+/// Verdicts one process computes at once; more get 429.
+pub const VERIFICATIONS: usize = 4;
+
 /// How long the published keys are kept in memory (the route is public: it must not
 /// reach Postgres on every request).
 const KEYS_TTL: Duration = Duration::from_secs(10);
@@ -158,10 +161,18 @@ pub async fn consistency(
 /// The verdict of `axontask verify` on the tenant's task, from what Postgres holds.
 pub async fn verify(state: &State, tenant: TenantId, task: TaskId) -> Result<Verdict, ApiError> {
     reads::status(state, tenant, task).await?;
+    // A verdict reads and hashes the whole log (up to TASK_MAX_EVENTS events): a few at a
+    // time per process.
+    let Ok(_running) = state.verifications.clone().try_acquire_owned() else {
+        return Err(ApiError::too_many(
+            "too_many_verifications",
+            "this server is verifying as many tasks as it allows at once; retry in a second",
+            1,
+        ));
+    };
     let keys = state.receipt_keys.get(state).await?;
-    let mut evidence = store::evidence(&state.pool, tenant, task, &[], None)
+    let evidence = store::evidence(&state.pool, tenant, task, keys.to_vec(), None)
         .await
         .map_err(db)?;
-    evidence.keys = keys.to_vec();
     Ok(verdict::verify(&evidence))
 }

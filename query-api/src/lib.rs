@@ -45,6 +45,8 @@ pub struct State {
     shutdown: CancellationToken,
     /// The keys receipts and heads verify with.
     receipt_keys: audit::PublishedKeys,
+    /// Verdicts computed at once ([`audit::VERIFICATIONS`] at most).
+    verifications: Arc<tokio::sync::Semaphore>,
 }
 
 impl State {
@@ -65,6 +67,7 @@ impl State {
     ) -> Self {
         Self {
             receipt_keys: audit::PublishedKeys::new(retired_keys),
+            verifications: Arc::new(tokio::sync::Semaphore::new(audit::VERIFICATIONS)),
             log: LogReader::new(keys.pool().clone(), redis),
             pool: keys.pool().clone(),
             keys,

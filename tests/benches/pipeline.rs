@@ -53,22 +53,53 @@ async fn main() -> anyhow::Result<()> {
         None,
     );
 
-    let one = chatty_tasks(&cluster, 1, 100_000).await?;
+    // `BENCH_ONLY=receipts,sse` runs only those sections (shell, many, receipts, sse, mcp)
+    // after the raw rows.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wants = |name: &str| {
+        only.as_deref()
+            .is_none_or(|only| only.split(',').any(|o| o.trim() == name))
+    };
+    if wants("shell") {
+        shell_rows(&cluster, nats).await?;
+    }
+    if wants("many") {
+        many_row(&cluster, nats).await?;
+    }
+    if wants("receipts") {
+        receipts_rows(&cluster).await?;
+    }
+    if wants("sse") {
+        sse_rows(&mut cluster).await?;
+    }
+    if wants("mcp") {
+        mcp_rows(&mut cluster).await?;
+    }
+    Ok(())
+}
+
+/// Shell tasks printing many lines.
+async fn shell_rows(cluster: &Cluster, nats: f64) -> anyhow::Result<()> {
+    let one = chatty_tasks(cluster, 1, 100_000).await?;
     row(
         "1 shell task × 100,000 lines, start → last SSE event",
         one,
         "events/s",
         Some(nats),
     );
-    let ten = chatty_tasks(&cluster, 10, 20_000).await?;
+    let ten = chatty_tasks(cluster, 10, 20_000).await?;
     row(
         "10 shell tasks × 20,000 lines, one SSE client each",
         ten,
         "events/s",
         Some(nats),
     );
+    Ok(())
+}
 
-    let (took, rate) = many_mock_tasks(&cluster, 200, 500).await?;
+/// Many tasks at once on one worker.
+async fn many_row(cluster: &Cluster, nats: f64) -> anyhow::Result<()> {
+    let (took, rate) = many_mock_tasks(cluster, 200, 500).await?;
     row(
         &format!(
             "200 mock tasks × 500 steps at once, one worker ({:.1} s)",
@@ -78,8 +109,41 @@ async fn main() -> anyhow::Result<()> {
         "events/s",
         Some(nats),
     );
+    Ok(())
+}
 
-    let latency = emit_to_sse(&mut cluster, 1, 2_000, 1).await?;
+/// Receipts and the tenant log.
+async fn receipts_rows(cluster: &Cluster) -> anyhow::Result<()> {
+    let audit = receipts(cluster, 10_000).await?;
+    row(
+        &format!(
+            "10,000 one-step mock tasks, start → receipt ({:.1} s)",
+            audit.took.as_secs_f64()
+        ),
+        audit.rate,
+        "tasks/s",
+        None,
+    );
+    println!(
+        "{:<58} {:>9.1} % of the projector's batch time",
+        "  receipts and heads (sign, tree, write)",
+        100.0 * audit.share
+    );
+    for (what, (p50, p99)) in [
+        (
+            "  inclusion proof, tree of 10,000+ receipts",
+            audit.inclusion,
+        ),
+        ("  consistency proof, random sizes", audit.consistency),
+    ] {
+        println!("{what:<58} p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
+    Ok(())
+}
+
+/// Emit-to-SSE latency, one client and many.
+async fn sse_rows(cluster: &mut Cluster) -> anyhow::Result<()> {
+    let latency = emit_to_sse(cluster, 1, 2_000, 1).await?;
     println!(
         "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         "emit → SSE latency, 1 client, 2,000 events 1 ms apart", latency.0, latency.1, latency.2
@@ -90,24 +154,161 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(1_000);
     // 100,000 SSE frames a second in all, whatever the number of clients.
     let interval_ms = (clients as u64 / 100).max(1);
-    let fanout = emit_to_sse(&mut cluster, clients, 100, interval_ms).await?;
+    let fanout = emit_to_sse(cluster, clients, 100, interval_ms).await?;
     let what = format!("emit → SSE latency, {clients} clients, 100 events {interval_ms} ms apart");
     println!(
         "{what:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         fanout.0, fanout.1, fanout.2
     );
+    Ok(())
+}
 
+/// MCP round trips and progress latency.
+async fn mcp_rows(cluster: &mut Cluster) -> anyhow::Result<()> {
     for sessions in [1, 8] {
-        let (rate, p50, p99) = mcp_round_trips(&cluster, sessions, 250).await?;
+        let (rate, p50, p99) = mcp_round_trips(cluster, sessions, 250).await?;
         let what = format!("MCP stream_task round trips, {sessions} session(s), answer at once");
         println!("{what:<58} {rate:>10.0} calls/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
     }
-    let progress = emit_to_progress(&mut cluster, 2_000).await?;
+    let progress = emit_to_progress(cluster, 2_000).await?;
     println!(
         "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         "emit → MCP progress latency, 2,000 events 1 ms apart", progress.0, progress.1, progress.2
     );
     Ok(())
+}
+
+/// What the receipts row measured.
+struct Receipts {
+    took: std::time::Duration,
+    rate: f64,
+    /// Receipts' and heads' share of the projector's time in batches.
+    share: f64,
+    /// p50 and p99 of one request, in ms.
+    inclusion: (f64, f64),
+    consistency: (f64, f64),
+}
+
+/// `tasks` one-step mock tasks started by 16 clients at once; from the first start until
+/// every one has its receipt. Then the projector's time split (from its metrics), and the
+/// latency of inclusion and consistency proofs in the tenant log they filled.
+async fn receipts(cluster: &Cluster, tasks: usize) -> anyhow::Result<Receipts> {
+    let pool = cluster.pg().await?;
+    let count = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM task_receipts")
+            .fetch_one(&pool)
+            .await?;
+        anyhow::Ok(usize::try_from(n)?)
+    };
+    let before = count().await?;
+    let metrics = projector_seconds(cluster).await?;
+    let started = Instant::now();
+    let mut starters = Vec::new();
+    for _ in 0..16 {
+        let (http, url, key) = (
+            cluster.http.clone(),
+            format!("{}/mcp/start_task", cluster.base_url),
+            cluster.api_key.clone(),
+        );
+        starters.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..tasks / 16 {
+                let body = json!({"name": "receipt", "adapter": "mock", "args": {"steps": 1, "interval_ms": 0}});
+                let answer: serde_json::Value = http
+                    .post(&url)
+                    .header("X-Api-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                ids.push(answer["task_id"].as_str().context("task_id")?.to_owned());
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut ids = Vec::new();
+    for starter in starters {
+        ids.extend(starter.await??);
+    }
+    let wanted = before + ids.len();
+    while count().await? < wanted {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    let after = projector_seconds(cluster).await?;
+    let share = (after.0 - metrics.0) / (after.1 - metrics.1);
+
+    let head = loop {
+        let (_, head) = cluster.get("/api/log/head", Some(&cluster.api_key)).await?;
+        if head["head"]["tree_size"]
+            .as_u64()
+            .is_some_and(|n| n as usize >= wanted)
+        {
+            break head;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let size = head["head"]["tree_size"].as_u64().context("tree_size")?;
+    let timed = |paths: Vec<String>| async move {
+        let mut took = Vec::new();
+        for path in paths {
+            let call = Instant::now();
+            let (status, body) = cluster.get(&path, Some(&cluster.api_key)).await?;
+            took.push(call.elapsed().as_secs_f64() * 1_000.0);
+            anyhow::ensure!(status == 200, "{path}: {body}");
+        }
+        took.sort_by(f64::total_cmp);
+        let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
+        anyhow::Ok((at(0.5), at(0.99)))
+    };
+    let step = ids.len() / 500;
+    let inclusion = timed(
+        ids.iter()
+            .step_by(step.max(1))
+            .map(|id| format!("/api/log/proof/inclusion?task_id={id}&tree_size={size}"))
+            .collect(),
+    )
+    .await?;
+    let consistency = timed(
+        (1..=500u64)
+            .map(|i| {
+                format!(
+                    "/api/log/proof/consistency?from={}&to={size}",
+                    i * size / 501
+                )
+            })
+            .collect(),
+    )
+    .await?;
+    Ok(Receipts {
+        took,
+        rate: per_second(ids.len(), started),
+        share,
+        inclusion,
+        consistency,
+    })
+}
+
+/// The projector's seconds in receipts and heads, and in batches (from its metrics).
+async fn projector_seconds(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
+    let text = cluster
+        .http
+        .get(cluster.metrics_url("projector"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let sum = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}_sum ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((
+        sum("axon_projector_audit_seconds"),
+        sum("axon_projector_batch_seconds"),
+    ))
 }
 
 /// `sessions` MCP sessions each calling `stream_task` `calls` times in a row on an ended

@@ -610,79 +610,64 @@ async fn audit_routes_refuse_bad_input_and_other_tenants() -> anyhow::Result<()>
         (404, Some("log_empty")),
         "{body}"
     );
-    let task = cluster
-        .start_task(json!({"name": "m", "adapter": "mock", "args": {"steps": 1, "interval_ms": 1}}))
-        .await?;
+    let mock = json!({"name": "m", "adapter": "mock", "args": {"steps": 1, "interval_ms": 1}});
+    let task = cluster.start_task(mock.clone()).await?;
     ended(&cluster, &task).await?;
     head_of_size(&cluster, &key, 1).await?;
+    let second = cluster.start_task(mock).await?;
+    ended(&cluster, &second).await?;
+    head_of_size(&cluster, &key, 2).await?;
 
+    let ours = Some(key.as_str());
+    let theirs = Some(other.as_str());
+    let inclusion =
+        |task: &str, size: &str| format!("/api/log/proof/inclusion?task_id={task}{size}");
+    let consistency = |query: &str| format!("/api/log/proof/consistency?{query}");
     let bad = [
         (
             format!("/mcp/tasks/{task}/receipt"),
-            Some(other.as_str()),
+            theirs,
             404,
             "task_not_found",
         ),
         (
             format!("/mcp/tasks/{task}/verify"),
-            Some(other.as_str()),
+            theirs,
             404,
             "task_not_found",
         ),
+        (inclusion(&task, ""), theirs, 404, "log_empty"),
         (
-            format!("/api/log/proof/inclusion?task_id={task}"),
-            Some(other.as_str()),
-            404,
-            "log_empty",
-        ),
-        (
-            format!("/api/log/proof/inclusion?task_id={task}&tree_size=1"),
-            Some(other.as_str()),
+            inclusion(&task, "&tree_size=1"),
+            theirs,
             404,
             "receipt_not_found",
         ),
         (
-            format!("/api/log/proof/inclusion?task_id={task}&tree_size=0"),
-            Some(key.as_str()),
+            inclusion(&second, "&tree_size=1"),
+            ours,
             404,
             "not_yet_in_log",
         ),
+        (inclusion(&task, "&tree_size=0"), ours, 400, "bad_tree_size"),
+        (inclusion(&task, "&tree_size=9"), ours, 400, "bad_tree_size"),
         (
-            format!("/api/log/proof/inclusion?task_id={task}&tree_size=9"),
-            Some(key.as_str()),
+            inclusion(&task, "&tree_size=18446744073709551615"),
+            ours,
             400,
             "bad_tree_size",
         ),
+        (inclusion("nope", ""), ours, 400, "invalid_query"),
+        (consistency("from=0&to=1"), ours, 400, "bad_tree_size"),
+        (consistency("from=2&to=1"), ours, 400, "bad_tree_size"),
+        (consistency("from=1&to=3"), ours, 400, "bad_tree_size"),
         (
-            "/api/log/proof/inclusion?task_id=nope".to_owned(),
-            Some(key.as_str()),
+            consistency("from=1&to=99999999999999999999"),
+            ours,
             400,
             "invalid_query",
         ),
-        (
-            "/api/log/proof/consistency?from=0&to=1".to_owned(),
-            Some(key.as_str()),
-            400,
-            "bad_tree_size",
-        ),
-        (
-            "/api/log/proof/consistency?from=2&to=1".to_owned(),
-            Some(key.as_str()),
-            400,
-            "bad_tree_size",
-        ),
-        (
-            "/api/log/proof/consistency?from=1&to=2".to_owned(),
-            Some(key.as_str()),
-            400,
-            "bad_tree_size",
-        ),
-        (
-            "/api/log/proof/consistency?from=1".to_owned(),
-            Some(key.as_str()),
-            400,
-            "invalid_query",
-        ),
+        (consistency("from=1"), ours, 400, "invalid_query"),
         ("/api/log/head".to_owned(), None, 401, "missing_api_key"),
     ];
     for (path, key, status, code) in bad {
@@ -692,31 +677,29 @@ async fn audit_routes_refuse_bad_input_and_other_tenants() -> anyhow::Result<()>
             (status, Some(code)),
             "{path}: {body}"
         );
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.len() > 20),
-            "{body}"
-        );
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.len() > 20, "{body}");
     }
-    let (status, proof) = cluster
-        .get(
-            &format!("/api/log/proof/inclusion?task_id={task}&tree_size=1"),
-            Some(&key),
+    let (status, proof) = cluster.get(&inclusion(&task, "&tree_size=1"), ours).await?;
+    assert_eq!(
+        (status, proof),
+        (
+            200,
+            json!({"leaf_index": 0, "tree_size": 1, "audit_path": []})
         )
-        .await?;
+    );
+    let (status, proof) = cluster.get(&inclusion(&second, ""), ours).await?;
     assert_eq!(status, 200);
     assert_eq!(
-        proof,
-        json!({"leaf_index": 0, "tree_size": 1, "audit_path": []})
+        (proof["leaf_index"].as_u64(), proof["tree_size"].as_u64()),
+        (Some(1), Some(2))
     );
-    let (status, proof) = cluster
-        .get("/api/log/proof/consistency?from=1&to=1", Some(&key))
-        .await?;
+    let (status, proof) = cluster.get(&consistency("from=1&to=1"), ours).await?;
     assert_eq!(
         (status, proof),
         (200, json!({"from": 1, "to": 1, "proof": []}))
     );
+
     // verify: a source is required, and a task id must be one.
     let (code, out) = cluster.run(&["verify", "--task", &task]).await?;
     assert_eq!(code, 2, "{out}");
@@ -725,6 +708,13 @@ async fn audit_routes_refuse_bad_input_and_other_tenants() -> anyhow::Result<()>
         .run(&["verify", "--task", "nope", "--api", &cluster.base_url])
         .await?;
     assert_eq!(code, 2, "{out}");
+    // https is spoken (here to a port that answers plain HTTP): a clear error, no panic.
+    let https = cluster.base_url.replace("http://", "https://");
+    let (code, out) = cluster
+        .run(&["verify", "--task", &task, "--api", &https, "--key", &key])
+        .await?;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(&format!("GET {https}")), "{out}");
     Ok(())
 }
 

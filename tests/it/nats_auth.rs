@@ -1,8 +1,9 @@
 //! NATS permissions: no anonymous access, each role only what it does, and a tenant's own
-//! services read only their tenant's chained events.
+//! services read only their tenant's chained events and signed tree heads.
 
 use std::time::Duration;
 
+use anyhow::Context;
 use async_nats::jetstream::consumer::pull;
 use e2e::{Cluster, Options, kinds};
 use futures::StreamExt;
@@ -129,6 +130,39 @@ async fn a_tenant_user_reads_only_its_own_tenant_s_events() -> anyhow::Result<()
         seen += 1;
     }
     assert_eq!(seen, events.len(), "every event of its tenant");
+
+    // Its own signed tree heads, through its own consumer on AXON_HEADS; not another's.
+    let heads = js.get_stream_no_info("AXON_HEADS").await?;
+    let own_heads = heads
+        .create_consumer(pull::Config {
+            durable_name: Some(consumer.to_owned()),
+            filter_subject: format!("axon.loghead.{tenant_id}"),
+            ..Default::default()
+        })
+        .await?;
+    let head = own_heads
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await?
+        .next()
+        .await
+        .context("a signed head of its tenant")?
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let head: serde_json::Value = serde_json::from_slice(&head.payload)?;
+    assert_eq!(head["head"]["tenant_id"], tenant_id.as_str());
+    let foreign_heads = heads
+        .create_consumer(pull::Config {
+            durable_name: Some(consumer.to_owned()),
+            filter_subject: format!("axon.loghead.{beta_id}"),
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        foreign_heads.is_err(),
+        "no consumer on another tenant's heads"
+    );
 
     // Another tenant's events: no consumer, no subscription.
     let foreign = stream

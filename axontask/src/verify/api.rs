@@ -27,13 +27,10 @@ enum Answer<T> {
 }
 
 impl Api {
-    /// The API at `base` (`http://host:port`), called with `key`.
+    /// The API at `base` (`https://host` or `http://host:port`), called with `key`.
     pub fn new(base: &str, key: &str) -> anyhow::Result<Self> {
-        if !base.starts_with("http://") {
-            bail!(
-                "--api must be an http:// URL ({base}); for an https API, export the log with \
-                 `Accept: application/x-ndjson` and use --file, --receipt and --keys"
-            );
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("--api must be an http:// or https:// URL, not '{base}'");
         }
         Ok(Self {
             http: reqwest::Client::new(),

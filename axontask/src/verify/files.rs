@@ -24,9 +24,9 @@ pub fn events(path: &str) -> anyhow::Result<Vec<Envelope>> {
         .collect()
 }
 
-/// Keys from a JWKS file, or from a URL (`http://…/.well-known/axontask/keys`).
+/// Keys from a JWKS file, or from a URL (`https://…/.well-known/axontask/keys`).
 pub async fn keys(source: &str) -> anyhow::Result<Vec<PublicKey>> {
-    let jwks: Jwks = if source.starts_with("http://") {
+    let jwks: Jwks = if source.starts_with("http://") || source.starts_with("https://") {
         reqwest::get(source)
             .await
             .and_then(reqwest::Response::error_for_status)

@@ -31,6 +31,8 @@ pub type LogEvidence = (
 
 /// Runs the command; the exit status tells the verdict.
 pub async fn run(args: VerifyArgs) -> ExitCode {
+    // The TLS of https sources; an error means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match verdict_of(&args).await {
         Ok(verdict) => {
             if args.json {

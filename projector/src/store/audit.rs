@@ -12,74 +12,77 @@ use uuid::Uuid;
 use super::{Error, to_i64, to_u64};
 use crate::transparency::Staged;
 
-/// Writes receipts, tree nodes, tree sizes and heads (heads already stored are kept).
+/// Writes receipts, tree nodes, tree sizes and heads (heads already stored are kept), in
+/// one statement.
 pub async fn write(tx: &mut sqlx::PgConnection, staged: &Staged) -> Result<(), sqlx::Error> {
-    if !staged.receipts.is_empty() {
-        let mut cols = ReceiptColumns::default();
-        for (signed, leaf) in &staged.receipts {
-            let r = &signed.receipt;
-            cols.task_id.push(r.task_id.0);
-            cols.tenant_id.push(r.tenant_id.0);
-            cols.leaf_index.push(to_i64(*leaf));
-            cols.state.push(r.state.clone());
-            cols.last_seq.push(to_i64(r.last_seq));
-            cols.hash_curr.push(r.hash_curr.clone());
-            cols.issued_at.push(r.issued_at.clone());
-            cols.key_id.push(r.key_id.clone());
-            cols.signature.push(signed.signature.clone());
-        }
-        sqlx::query(
-            "INSERT INTO task_receipts (task_id, tenant_id, leaf_index, state, last_seq, hash_curr,
+    let mut cols = ReceiptColumns::default();
+    for (signed, leaf) in &staged.receipts {
+        let r = &signed.receipt;
+        cols.task_id.push(r.task_id.0);
+        cols.tenant_id.push(r.tenant_id.0);
+        cols.leaf_index.push(to_i64(*leaf));
+        cols.state.push(r.state.clone());
+        cols.last_seq.push(to_i64(r.last_seq));
+        cols.hash_curr.push(r.hash_curr.clone());
+        cols.issued_at.push(r.issued_at.clone());
+        cols.key_id.push(r.key_id.clone());
+        cols.signature.push(signed.signature.clone());
+    }
+    let mut nodes = NodeColumns::default();
+    for (tenant, (level, idx), hash) in &staged.nodes {
+        nodes.tenant_id.push(tenant.0);
+        nodes.level.push(i16::try_from(*level).unwrap_or(i16::MAX));
+        nodes.idx.push(to_i64(*idx));
+        nodes.hash.push(hash.to_vec());
+    }
+    let (tenants, sizes): (Vec<Uuid>, Vec<i64>) = staged
+        .trees
+        .iter()
+        .map(|(tenant, tree)| (tenant.0, to_i64(tree.size)))
+        .unzip();
+    let heads = HeadColumns::of(&staged.heads);
+    sqlx::query(
+        "WITH receipts AS (
+             INSERT INTO task_receipts (task_id, tenant_id, leaf_index, state, last_seq, hash_curr,
                                         issued_at, key_id, signature)
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::bigint[],
-                                  $6::text[], $7::text[], $8::text[], $9::text[])",
-        )
-        .bind(cols.task_id)
-        .bind(cols.tenant_id)
-        .bind(cols.leaf_index)
-        .bind(cols.state)
-        .bind(cols.last_seq)
-        .bind(cols.hash_curr)
-        .bind(cols.issued_at)
-        .bind(cols.key_id)
-        .bind(cols.signature)
-        .execute(&mut *tx)
-        .await?;
-        let mut nodes = NodeColumns::default();
-        for (tenant, (level, idx), hash) in &staged.nodes {
-            nodes.tenant_id.push(tenant.0);
-            nodes.level.push(i16::try_from(*level).unwrap_or(i16::MAX));
-            nodes.idx.push(to_i64(*idx));
-            nodes.hash.push(hash.to_vec());
-        }
-        sqlx::query(
-            "INSERT INTO log_nodes (tenant_id, level, idx, hash)
-             SELECT * FROM UNNEST($1::uuid[], $2::smallint[], $3::bigint[], $4::bytea[])",
-        )
-        .bind(nodes.tenant_id)
-        .bind(nodes.level)
-        .bind(nodes.idx)
-        .bind(nodes.hash)
-        .execute(&mut *tx)
-        .await?;
-        let (tenants, sizes): (Vec<Uuid>, Vec<i64>) = staged
-            .trees
-            .iter()
-            .map(|(tenant, tree)| (tenant.0, to_i64(tree.size)))
-            .unzip();
-        sqlx::query(
-            "INSERT INTO log_trees (tenant_id, tree_size)
-             SELECT * FROM UNNEST($1::uuid[], $2::bigint[])
-             ON CONFLICT (tenant_id) DO UPDATE SET tree_size = EXCLUDED.tree_size",
-        )
-        .bind(tenants)
-        .bind(sizes)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !staged.heads.is_empty() {
-        insert_heads(tx, &staged.heads).await?;
-    }
+                                  $6::text[], $7::text[], $8::text[], $9::text[])
+         ), nodes AS (
+             INSERT INTO log_nodes (tenant_id, level, idx, hash)
+             SELECT * FROM UNNEST($10::uuid[], $11::smallint[], $12::bigint[], $13::bytea[])
+         ), trees AS (
+             INSERT INTO log_trees (tenant_id, tree_size)
+             SELECT * FROM UNNEST($14::uuid[], $15::bigint[])
+             ON CONFLICT (tenant_id) DO UPDATE SET tree_size = EXCLUDED.tree_size
+         )
+         INSERT INTO log_heads (tenant_id, tree_size, root_hash, issued_at, key_id, signature)
+         SELECT * FROM UNNEST($16::uuid[], $17::bigint[], $18::text[], $19::text[], $20::text[],
+                              $21::text[])
+         ON CONFLICT (tenant_id, tree_size) DO NOTHING",
+    )
+    .bind(cols.task_id)
+    .bind(cols.tenant_id)
+    .bind(cols.leaf_index)
+    .bind(cols.state)
+    .bind(cols.last_seq)
+    .bind(cols.hash_curr)
+    .bind(cols.issued_at)
+    .bind(cols.key_id)
+    .bind(cols.signature)
+    .bind(nodes.tenant_id)
+    .bind(nodes.level)
+    .bind(nodes.idx)
+    .bind(nodes.hash)
+    .bind(tenants)
+    .bind(sizes)
+    .bind(heads.tenant_id)
+    .bind(heads.tree_size)
+    .bind(heads.root_hash)
+    .bind(heads.issued_at)
+    .bind(heads.key_id)
+    .bind(heads.signature)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -114,20 +117,25 @@ struct HeadColumns {
     signature: Vec<String>,
 }
 
-async fn insert_heads(
-    tx: &mut sqlx::PgConnection,
-    heads: &[SignedHead],
-) -> Result<(), sqlx::Error> {
-    let mut cols = HeadColumns::default();
-    for signed in heads {
-        let h = &signed.head;
-        cols.tenant_id.push(h.tenant_id.0);
-        cols.tree_size.push(to_i64(h.tree_size));
-        cols.root_hash.push(h.root_hash.clone());
-        cols.issued_at.push(h.issued_at.clone());
-        cols.key_id.push(h.key_id.clone());
-        cols.signature.push(signed.signature.clone());
+impl HeadColumns {
+    fn of(heads: &[SignedHead]) -> Self {
+        let mut cols = Self::default();
+        for signed in heads {
+            let h = &signed.head;
+            cols.tenant_id.push(h.tenant_id.0);
+            cols.tree_size.push(to_i64(h.tree_size));
+            cols.root_hash.push(h.root_hash.clone());
+            cols.issued_at.push(h.issued_at.clone());
+            cols.key_id.push(h.key_id.clone());
+            cols.signature.push(signed.signature.clone());
+        }
+        cols
     }
+}
+
+/// Stores heads signed outside a batch (held back, or missing after a crash).
+pub async fn store_heads(pool: &PgPool, heads: &[SignedHead]) -> Result<(), Error> {
+    let cols = HeadColumns::of(heads);
     sqlx::query(
         "INSERT INTO log_heads (tenant_id, tree_size, root_hash, issued_at, key_id, signature)
          SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
@@ -139,15 +147,8 @@ async fn insert_heads(
     .bind(cols.issued_at)
     .bind(cols.key_id)
     .bind(cols.signature)
-    .execute(tx)
+    .execute(pool)
     .await?;
-    Ok(())
-}
-
-/// Stores heads signed outside a batch (held back, or missing after a crash).
-pub async fn store_heads(pool: &PgPool, heads: &[SignedHead]) -> Result<(), Error> {
-    let mut conn = pool.acquire().await?;
-    insert_heads(&mut conn, heads).await?;
     Ok(())
 }
 
@@ -205,7 +206,12 @@ pub async fn frontiers(
         tenants.iter().map(|t| (*t, Frontier::default())).collect();
     for (tenant, size) in sizes {
         let loaded = Frontier::load(to_u64(size), &nodes.remove(&tenant).unwrap_or_default())
-            .ok_or(Error::MissingNodes(TenantId(tenant)))?;
+            .ok_or_else(|| {
+                Error::MissingNodes(format!(
+                    "the transparency log of tenant {tenant} lacks tree nodes its size ({size}) needs \
+                     (table log_nodes was changed); restore log_nodes and log_trees from a backup"
+                ))
+            })?;
         trees.insert(TenantId(tenant), loaded);
     }
     Ok(trees)

@@ -35,9 +35,14 @@ pub enum Error {
     /// The database failed.
     #[error("postgres: {0}")]
     Db(#[from] sqlx::Error),
+    /// Writing receipts or tree nodes failed. Never a reason to skip the batch's message
+    /// (that would drop a terminal event): it is retried.
+    #[error("writing receipts: {0}")]
+    Audit(sqlx::Error),
     /// A tenant's tree lacks nodes its size needs (the log was tampered with).
-    #[error("the log of tenant {0} lacks nodes its size needs; restore log_nodes from a backup")]
-    MissingNodes(TenantId),
+    /// What it says names the tenant and what to do.
+    #[error("{0}")]
+    MissingNodes(String),
     /// Another projector moved the offsets; this one must reload.
     #[error("the offsets moved from {expected} to {found}: another projector is running")]
     OffsetMoved {
@@ -193,7 +198,11 @@ pub async fn commit(pool: &PgPool, batch: &Batch, from: Offsets, to: Offsets) ->
         upsert_tasks(&mut tx, &batch.tasks).await?;
     }
     if !batch.audit.is_empty() {
-        audit::write(&mut tx, &batch.audit).await?;
+        let started = std::time::Instant::now();
+        audit::write(&mut tx, &batch.audit)
+            .await
+            .map_err(Error::Audit)?;
+        crate::record_audit_time(started);
     }
     sqlx::query(
         "UPDATE projector_offsets SET applied_seq = $2, fanned_seq = $3 WHERE consumer = $1",

@@ -143,8 +143,20 @@ pub enum Query {
 }
 
 impl Query {
+    /// Whether the sizes make sense (a query that does not computes nothing).
+    fn is_valid(self) -> bool {
+        match self {
+            Self::Root { size } => size >= 1,
+            Self::Inclusion { index, size } => index < size,
+            Self::Consistency { from, to } => 1 <= from && from <= to,
+        }
+    }
+
     fn run(self, nodes: &mut impl Source) -> Vec<Hash> {
         let mut out = Vec::new();
+        if !self.is_valid() {
+            return out;
+        }
         match self {
             Self::Root { size } => out.push(mth(nodes, 0, size)),
             Self::Inclusion { index, size } => path(nodes, index, 0, size, &mut out),
@@ -409,6 +421,27 @@ mod tests {
             &naive(&leaves[..3]),
             &[]
         ));
+    }
+
+    #[test]
+    fn nonsense_sizes_compute_nothing() {
+        let nodes = HashMap::new();
+        for query in [
+            Query::Root { size: 0 },
+            Query::Inclusion { index: 5, size: 5 },
+            Query::Inclusion { index: 0, size: 0 },
+            Query::Consistency { from: 0, to: 3 },
+            Query::Consistency { from: 4, to: 3 },
+        ] {
+            assert!(needed(query).is_empty(), "{query:?}");
+            assert!(answer(query, &nodes).is_empty(), "{query:?}");
+        }
+        assert_eq!(root(0, &nodes), empty_root());
+        let huge = needed(Query::Inclusion {
+            index: u64::MAX - 1,
+            size: u64::MAX,
+        });
+        assert!(huge.len() < 200);
     }
 
     #[test]

@@ -81,14 +81,25 @@ impl Signer {
                 let mut seed = [0u8; 32];
                 rand::rng().fill_bytes(&mut seed);
                 std::fs::create_dir_all(dir).map_err(failed)?;
+                // Written whole under another name, then linked: a process starting at the
+                // same moment reads either no key or this one, never half of it.
+                let draft = dir.join(format!(".{DEV_KEY_FILE}.{}", std::process::id()));
                 let mut file = std::fs::OpenOptions::new()
                     .write(true)
-                    .create_new(true)
+                    .create(true)
+                    .truncate(true)
                     .mode(0o600)
-                    .open(&path)
+                    .open(&draft)
                     .map_err(failed)?;
                 writeln!(file, "{}", URL_SAFE_NO_PAD.encode(seed)).map_err(failed)?;
-                Ok(Self::from_seed(seed))
+                drop(file);
+                let linked = std::fs::hard_link(&draft, &path);
+                let _ = std::fs::remove_file(&draft);
+                match linked {
+                    Ok(()) => Ok(Self::from_seed(seed)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::dev_key(dir),
+                    Err(e) => Err(failed(e)),
+                }
             }
             Err(e) => Err(failed(e)),
         }

@@ -217,6 +217,12 @@ pub async fn inclusion_proof(
     task: TaskId,
     size: u64,
 ) -> Result<InclusionProof, ProofError> {
+    if size == 0 {
+        return Err(ProofError::Range(
+            "tree_size must be at least 1; use the tree_size of a signed head (GET /api/log/head)"
+                .into(),
+        ));
+    }
     let (_, leaf) = receipt(pool, tenant, task)
         .await?
         .ok_or(ProofError::NoReceipt(task))?;
@@ -319,17 +325,16 @@ pub async fn log_evidence(
     Ok((Some((head, inclusion)), earlier))
 }
 
-/// Everything Postgres holds to verify the tenant's task.
+/// Everything Postgres holds to verify the tenant's task, with the published `keys`.
 pub async fn evidence(
     pool: &PgPool,
     tenant: TenantId,
     task: TaskId,
-    extra_keys: &[PublicKey],
+    keys: Vec<PublicKey>,
     earlier: Option<SignedHead>,
 ) -> Result<Evidence, sqlx::Error> {
     let events = events(pool, tenant, task).await?;
     let receipt = receipt(pool, tenant, task).await?.map(|(r, _)| r);
-    let keys = published_keys(pool, extra_keys).await?;
     let (log, earlier) = log_evidence(pool, tenant, task, earlier).await?;
     Ok(Evidence {
         task_id: task,

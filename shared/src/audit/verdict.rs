@@ -423,6 +423,18 @@ fn receipt(evidence: &Evidence) -> Judged {
     ))
 }
 
+/// How much later than a receipt a head must hold it: heads follow receipts within a
+/// second; the rest is room for clocks of two projector machines.
+const HEAD_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `later` is more than [`HEAD_DELAY`] after `earlier` (both envelope timestamps).
+fn long_after(later: &str, earlier: &str) -> bool {
+    match (crate::time::parse_ts(later), crate::time::parse_ts(earlier)) {
+        (Some(later), Some(earlier)) => (later - earlier).to_std().is_ok_and(|d| d > HEAD_DELAY),
+        _ => false,
+    }
+}
+
 fn hashes(hex_list: &[String]) -> Option<Vec<Hash>> {
     hex_list
         .iter()
@@ -466,7 +478,21 @@ fn inclusion(evidence: &Evidence) -> Judged {
     check_head(head, evidence, "the signed head")?;
     let proof = match proof {
         Inclusion::Proof(proof) => proof,
-        Inclusion::NotYet(why) => return Ok((Status::Pending, why.clone())),
+        Inclusion::NotYet(why) if !long_after(&head.head.issued_at, &signed.receipt.issued_at) => {
+            return Ok((Status::Pending, why.clone()));
+        }
+        Inclusion::NotYet(_) => {
+            return Err(found(
+                "not_included",
+                None,
+                format!(
+                    "the latest head ({}) was signed more than {} s after the receipt ({}), yet the server says it does not hold it",
+                    head.head.issued_at,
+                    HEAD_DELAY.as_secs(),
+                    signed.receipt.issued_at
+                ),
+            ));
+        }
         Inclusion::Missing(why) => return Err(found("not_included", None, why.clone())),
     };
     let h = &head.head;
@@ -511,9 +537,16 @@ fn consistency(
             "no log source to compare the earlier head with".into(),
         ));
     };
+    check_head(new, evidence, "the latest head")?;
     check_head(old, evidence, "the earlier head")?;
     let (o, n) = (&old.head, &new.head);
     let inconsistent = |message: String| Err(found("inconsistent_heads", None, message));
+    if o.tenant_id != n.tenant_id {
+        return inconsistent(format!(
+            "the earlier head is tenant {}'s, the latest tenant {}'s",
+            o.tenant_id, n.tenant_id
+        ));
+    }
     if o.tree_size > n.tree_size {
         return inconsistent(format!(
             "the log shrank: the earlier head has {} receipts, the latest {}",
@@ -542,4 +575,157 @@ fn consistency(
             n.tree_size, o.tree_size
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::audit::merkle::Frontier;
+    use crate::audit::signed::{Head, Receipt};
+    use crate::audit::signer::Signer;
+    use crate::events::EventKind;
+    use crate::ids::TenantId;
+
+    fn events(kinds: &[EventKind]) -> Vec<Envelope> {
+        let mut previous = GENESIS.to_owned();
+        kinds
+            .iter()
+            .zip(1..)
+            .map(|(kind, seq)| {
+                let event = Unsealed {
+                    task_id: TaskId(Uuid::from_u128(1)),
+                    tenant_id: TenantId(Uuid::from_u128(2)),
+                    seq,
+                    ts: "2026-11-27T07:19:16.123456Z".into(),
+                    kind: *kind,
+                    payload: json!({}),
+                    hash_prev: previous.clone(),
+                }
+                .seal()
+                .expect("seals");
+                previous = event.hash_curr.clone();
+                event
+            })
+            .collect()
+    }
+
+    /// A finished task with its receipt as leaf 0 of a one-leaf tree, and its head.
+    fn evidence(signer: &Signer) -> Evidence {
+        let events = events(&[EventKind::Requested, EventKind::Succeeded]);
+        let last = events.last().expect("events");
+        let receipt = Receipt {
+            task_id: last.task_id,
+            tenant_id: last.tenant_id,
+            state: "succeeded".into(),
+            last_seq: 2,
+            hash_curr: last.hash_curr.clone(),
+            issued_at: "2026-11-27T07:19:17.000000Z".into(),
+            key_id: signer.public().kid.clone(),
+        };
+        let mut tree = Frontier::default();
+        tree.append(receipt.leaf_hash());
+        let head = head(signer, &tree, "2026-11-27T07:19:17.500000Z");
+        Evidence {
+            task_id: last.task_id,
+            events,
+            receipt: Some(receipt.sign(signer)),
+            keys: vec![signer.public().clone()],
+            log: Some((
+                head,
+                Inclusion::Proof(InclusionProof {
+                    leaf_index: 0,
+                    tree_size: 1,
+                    audit_path: Vec::new(),
+                }),
+            )),
+            earlier: None,
+        }
+    }
+
+    fn head(signer: &Signer, tree: &Frontier, at: &str) -> SignedHead {
+        Head {
+            tenant_id: TenantId(Uuid::from_u128(2)),
+            tree_size: tree.size,
+            root_hash: hex::encode(tree.root()),
+            issued_at: at.into(),
+            key_id: signer.public().kid.clone(),
+        }
+        .sign(signer)
+    }
+
+    fn reason(verdict: &Verdict) -> (&str, Option<u64>) {
+        let failure = verdict.failure.as_ref();
+        (
+            failure.map_or("none", |f| f.reason.as_str()),
+            failure.and_then(|f| f.seq),
+        )
+    }
+
+    #[test]
+    fn a_whole_task_verifies() {
+        let verdict = verify(&evidence(&Signer::from_seed([5; 32])));
+        assert_eq!(verdict.verdict, Outcome::Verified, "{verdict:?}");
+        assert_eq!(verdict.state.as_deref(), Some("succeeded"));
+    }
+
+    #[test]
+    fn chain_faults_name_their_seq() {
+        let signer = Signer::from_seed([5; 32]);
+        let mut after_end = evidence(&signer);
+        after_end.events = events(&[
+            EventKind::Requested,
+            EventKind::Succeeded,
+            EventKind::Stdout,
+        ]);
+        assert_eq!(reason(&verify(&after_end)), ("event_after_end", Some(3)));
+
+        let mut foreign = evidence(&signer);
+        foreign.events[1].task_id = TaskId(Uuid::from_u128(9));
+        assert_eq!(reason(&verify(&foreign)), ("wrong_task", Some(2)));
+
+        let mut none = evidence(&signer);
+        none.events.clear();
+        assert_eq!(reason(&verify(&none)), ("task_missing", None));
+    }
+
+    #[test]
+    fn a_head_that_should_hold_the_receipt_but_does_not_fails() {
+        let signer = Signer::from_seed([5; 32]);
+        let mut soon = evidence(&signer);
+        let (current, _) = soon.log.take().expect("log");
+        soon.log = Some((current, Inclusion::NotYet("not yet".into())));
+        assert_eq!(verify(&soon).verdict, Outcome::Incomplete);
+
+        let late = head(&signer, &Frontier::default(), "2026-11-27T07:30:00.000000Z");
+        let late = (late, Inclusion::NotYet("not yet".into()));
+        let mut stale = evidence(&signer);
+        stale.log = Some(late);
+        assert_eq!(reason(&verify(&stale)).0, "not_included");
+    }
+
+    #[test]
+    fn the_latest_head_is_checked_even_without_a_receipt() {
+        let signer = Signer::from_seed([5; 32]);
+        let stranger = Signer::from_seed([6; 32]);
+        let mut running = evidence(&signer);
+        running.events = events(&[EventKind::Requested]);
+        running.receipt = None;
+        let (mut latest, inclusion) = running.log.take().expect("log");
+        let old = latest.clone();
+        latest.signature = head(&stranger, &Frontier::default(), "x").signature;
+        running.log = Some((latest, inclusion));
+        running.earlier = Some((
+            old,
+            Ok(ConsistencyProof {
+                from: 1,
+                to: 1,
+                proof: Vec::new(),
+            }),
+        ));
+        let verdict = verify(&running);
+        assert_eq!(reason(&verdict).0, "bad_signature", "{verdict:?}");
+    }
 }
