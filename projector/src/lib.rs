@@ -42,7 +42,7 @@ use crate::fanout::{Fanout, Job};
 use crate::heads::HeadPublisher;
 use crate::projection::Projection;
 use crate::store::Offsets;
-use crate::transparency::TenantLogs;
+use crate::transparency::{Staged, TenantLogs};
 
 /// Most AXON messages in one transaction.
 const MAX_BATCH: usize = 1000;
@@ -350,21 +350,34 @@ impl Projector {
             .collect();
         let ended: Vec<_> = batch.events.iter().map(|(e, _)| e).collect();
         let staging = std::time::Instant::now();
-        batch.audit = self.logs.stage(&self.pool, &ended).await?;
+        let unsigned = self.logs.stage(&self.pool, &ended).await?;
         record_audit_time(staging);
+        // Signatures are made on a blocking thread while the batch's events are written.
+        let signing = (!unsigned.is_empty()).then(|| {
+            let signer = self.logs.signer().clone();
+            tokio::task::spawn_blocking(move || unsigned.sign(&signer))
+        });
+        let audit = async move {
+            match signing {
+                None => Ok(Staged::default()),
+                Some(signing) => signing
+                    .await
+                    .map_err(|e| store::Error::Signing(e.to_string())),
+            }
+        };
 
         let to = Offsets {
             applied: last_seq,
             fanned: self.fanned.load(Ordering::Acquire),
         };
-        let committed = store::commit(&self.pool, &batch, self.offsets, to).await;
+        let committed = store::commit(&self.pool, &batch, audit, self.offsets, to).await;
         if committed.is_err() {
             self.logs.forget();
         }
         match committed {
-            Ok(()) => {
-                let signed = !batch.audit.heads.is_empty();
-                self.logs.committed(std::mem::take(&mut batch.audit));
+            Ok(audit) => {
+                let signed = !audit.heads.is_empty();
+                self.logs.committed(audit);
                 if signed {
                     self.heads.wake();
                 }
@@ -376,7 +389,15 @@ impl Projector {
                 for id in &touched {
                     self.cache.remove(id);
                 }
-                store::commit(&self.pool, &store::Batch::default(), self.offsets, to).await?;
+                let nothing = async { Ok(Staged::default()) };
+                store::commit(
+                    &self.pool,
+                    &store::Batch::default(),
+                    nothing,
+                    self.offsets,
+                    to,
+                )
+                .await?;
                 self.offsets = to;
                 return Ok(());
             }

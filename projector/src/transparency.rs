@@ -2,14 +2,15 @@
 //! batch it signs a receipt per terminal event, appends them to their tenants' trees
 //! (kept as frontiers in memory, loaded from Postgres on first use), and signs a tree head
 //! per tenant that gained leaves — at most one a second per tenant; a later one is due
-//! then ([`TenantLogs::next_due`]). Everything is staged into the batch's transaction and
-//! becomes the cached state only after it commits ([`TenantLogs::committed`]).
+//! then ([`TenantLogs::next_due`]). Everything is staged into the batch's transaction
+//! (signed beside the batch's first writes, [`Unsigned::sign`]) and becomes the cached
+//! state only after it commits ([`TenantLogs::committed`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use shared::audit::merkle::{Frontier, Hash, NodeId};
-use shared::audit::signed::{Head, Receipt, SignedHead, SignedReceipt};
+use shared::audit::merkle::{self, Frontier, Hash, NodeId};
+use shared::audit::signed::{ALG, Head, Receipt, SignedHead, SignedReceipt};
 use shared::audit::signer::Signer;
 use shared::events::wire::Envelope;
 use shared::ids::TenantId;
@@ -21,7 +22,49 @@ use crate::store;
 /// Least time between two heads of one tenant.
 const HEAD_EVERY: Duration = Duration::from_secs(1);
 
-/// What a batch adds to the tenant logs.
+/// What a batch adds to the tenant logs, before its receipts and heads are signed.
+#[derive(Debug, Default)]
+pub struct Unsigned {
+    /// New receipts, each with its canonical form and leaf index.
+    receipts: Vec<(Receipt, Vec<u8>, u64)>,
+    /// New heads.
+    heads: Vec<Head>,
+    /// New complete subtrees.
+    nodes: Vec<(TenantId, NodeId, Hash)>,
+    /// Each touched tenant's tree after the batch.
+    trees: HashMap<TenantId, Frontier>,
+}
+
+impl Unsigned {
+    /// Whether it adds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.receipts.is_empty() && self.heads.is_empty()
+    }
+
+    /// Signs every receipt and head (CPU work: run it off the async threads).
+    pub fn sign(self, signer: &Signer) -> Staged {
+        let receipts = self
+            .receipts
+            .into_iter()
+            .map(|(receipt, canonical, leaf)| {
+                let signed = SignedReceipt {
+                    signature: signer.sign(&canonical),
+                    receipt,
+                    alg: ALG.into(),
+                };
+                (signed, leaf)
+            })
+            .collect();
+        Staged {
+            receipts,
+            nodes: self.nodes,
+            heads: self.heads.into_iter().map(|h| h.sign(signer)).collect(),
+            trees: self.trees,
+        }
+    }
+}
+
+/// What a batch adds to the tenant logs, signed.
 #[derive(Debug, Default)]
 pub struct Staged {
     /// New receipts, each with its leaf index.
@@ -101,18 +144,18 @@ impl TenantLogs {
     }
 
     /// Receipts for the terminal events among `events`, their leaves, and heads for
-    /// tenants whose head is not held back.
+    /// tenants whose head is not held back, all still to be signed.
     pub async fn stage(
         &mut self,
         pool: &PgPool,
         events: &[&Envelope],
-    ) -> Result<Staged, store::Error> {
+    ) -> Result<Unsigned, store::Error> {
         let ends: Vec<&Envelope> = events
             .iter()
             .copied()
             .filter(|e| e.kind.is_terminal())
             .collect();
-        let mut staged = Staged::default();
+        let mut staged = Unsigned::default();
         if ends.is_empty() {
             return Ok(staged);
         }
@@ -136,10 +179,11 @@ impl TenantLogs {
                 key_id: self.signer.public().kid.clone(),
             };
             let leaf = tree.size;
-            for (id, hash) in tree.append(receipt.leaf_hash()) {
+            let canonical = receipt.canonical();
+            for (id, hash) in tree.append(merkle::leaf_hash(&canonical)) {
                 staged.nodes.push((end.tenant_id, id, hash));
             }
-            staged.receipts.push((receipt.sign(&self.signer), leaf));
+            staged.receipts.push((receipt, canonical, leaf));
         }
         let now = Instant::now();
         for (tenant, tree) in &staged.trees {
@@ -166,7 +210,11 @@ impl TenantLogs {
         let mut staged = Staged::default();
         for tenant in tenants {
             match self.trees.get(&tenant) {
-                Some(tree) if tree.size > 0 => staged.heads.push(self.head(tenant, tree)),
+                Some(tree) if tree.size > 0 => {
+                    staged
+                        .heads
+                        .push(self.head(tenant, tree).sign(&self.signer));
+                }
                 _ => {
                     self.due.remove(&tenant);
                 }
@@ -175,7 +223,7 @@ impl TenantLogs {
         Ok(staged)
     }
 
-    fn head(&self, tenant: TenantId, tree: &Frontier) -> SignedHead {
+    fn head(&self, tenant: TenantId, tree: &Frontier) -> Head {
         Head {
             tenant_id: tenant,
             tree_size: tree.size,
@@ -183,7 +231,6 @@ impl TenantLogs {
             issued_at: shared::time::now_ts(),
             key_id: self.signer.public().kid.clone(),
         }
-        .sign(&self.signer)
     }
 
     /// Makes a committed batch's trees and heads the current state.

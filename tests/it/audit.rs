@@ -196,6 +196,30 @@ async fn every_terminal_kind_verifies_from_every_source() -> anyhow::Result<()> 
             "{verdict:#}"
         );
 
+        // And docs/audit.md's Python checker agrees.
+        let saved = |name: &str, value: &Value| -> anyhow::Result<String> {
+            let path = dir.path().join(format!("{task}.{name}.json"));
+            std::fs::write(&path, value.to_string())?;
+            Ok(path.display().to_string())
+        };
+        let (_, jwks) = cluster.get("/.well-known/axontask/keys", None).await?;
+        let (_, inclusion) = cluster
+            .get(
+                &format!("/api/log/proof/inclusion?task_id={task}&tree_size=5"),
+                Some(&key),
+            )
+            .await?;
+        let (code, out) = python_checker(vec![
+            export.clone(),
+            receipt_file.clone(),
+            saved("keys", &jwks)?,
+            saved("head", &head)?,
+            saved("inclusion", &inclusion)?,
+        ])
+        .await?;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!(", {state}, leaf")), "{out}");
+
         // The API's own verdict is the same, and MCP's.
         let (status, verdict) = cluster
             .get(&format!("/mcp/tasks/{task}/verify"), Some(&key))
@@ -311,54 +335,43 @@ async fn each_tampering_is_found_with_its_reason_and_seq() -> anyhow::Result<()>
     }
     let pool = cluster.pg().await?;
 
-    // One payload changed.
-    let t = &tasks[0];
-    tamper(&pool, &format!("UPDATE task_events SET payload = '{{\"message\":\"forged\",\"percent\":1}}' WHERE task_id = '{t}' AND seq = 3")).await?;
-    let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
-    assert_eq!(
-        (code, failure(&verdict)),
-        (1, ("hash_mismatch", Some(3))),
-        "{verdict:#}"
-    );
-    // One event deleted.
-    let t = &tasks[1];
-    tamper(
-        &pool,
-        &format!("DELETE FROM task_events WHERE task_id = '{t}' AND seq = 3"),
-    )
-    .await?;
-    let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
-    assert_eq!(
-        (code, failure(&verdict)),
-        (1, ("gap", Some(3))),
-        "{verdict:#}"
-    );
-    // Two events swapped.
-    let t = &tasks[2];
-    tamper(&pool, &format!(
-        "UPDATE task_events e SET ts = o.ts, kind = o.kind, payload = o.payload, hash_prev = o.hash_prev, hash_curr = o.hash_curr
-         FROM task_events o WHERE e.task_id = '{t}' AND o.task_id = '{t}'
-           AND ((e.seq = 3 AND o.seq = 4) OR (e.seq = 4 AND o.seq = 3))")).await?;
-    let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
-    assert_eq!(
-        (code, failure(&verdict)),
-        (1, ("wrong_hash_prev", Some(3))),
-        "{verdict:#}"
-    );
-    // The last event dropped: the chain is whole, but the receipt covers seq 6.
-    let t = &tasks[3];
-    tamper(
-        &pool,
-        &format!("DELETE FROM task_events WHERE task_id = '{t}' AND seq = 6"),
-    )
-    .await?;
-    let (code, verdict) = run(&cluster, db(&cluster, t)).await?;
-    assert_eq!(
-        (code, failure(&verdict)),
-        (1, ("receipt_mismatch", Some(6))),
-        "{verdict:#}"
-    );
-    assert_eq!(verdict["checks"][0]["status"], "ok");
+    // Changes to the events of tasks 0 to 3, each found at its seq from Postgres.
+    let (t0, t1, t2, t3) = (&tasks[0], &tasks[1], &tasks[2], &tasks[3]);
+    let cases = [
+        (
+            t0,
+            format!(
+                "UPDATE task_events SET payload = '{{\"percent\":1}}' WHERE task_id = '{t0}' AND seq = 3"
+            ),
+            ("hash_mismatch", Some(3)),
+        ),
+        (
+            t1,
+            format!("DELETE FROM task_events WHERE task_id = '{t1}' AND seq = 3"),
+            ("gap", Some(3)),
+        ),
+        (
+            t2,
+            format!(
+                "UPDATE task_events e SET ts = o.ts, kind = o.kind, payload = o.payload,
+                        hash_prev = o.hash_prev, hash_curr = o.hash_curr
+                 FROM task_events o WHERE e.task_id = '{t2}' AND o.task_id = '{t2}'
+                   AND ((e.seq = 3 AND o.seq = 4) OR (e.seq = 4 AND o.seq = 3))"
+            ),
+            ("wrong_hash_prev", Some(3)),
+        ),
+        // The last event dropped: the chain is whole, but the receipt covers seq 6.
+        (
+            t3,
+            format!("DELETE FROM task_events WHERE task_id = '{t3}' AND seq = 6"),
+            ("receipt_mismatch", Some(6)),
+        ),
+    ];
+    for (task, sql, expected) in cases {
+        tamper(&pool, &sql).await?;
+        let (code, verdict) = run(&cluster, db(&cluster, task)).await?;
+        assert_eq!((code, failure(&verdict)), (1, expected), "{verdict:#}");
+    }
 
     // A receipt moved to another task: as a file, and in the database.
     let moved = save("moved.json", &receipts[4])?;
@@ -732,13 +745,29 @@ fn python_example() -> anyhow::Result<String> {
     Ok(doc[start..end].to_owned())
 }
 
+/// Runs docs/audit.md's Python checker with `args`: its exit code and output.
+async fn python_checker(args: Vec<String>) -> anyhow::Result<(i32, String)> {
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("verify_task.py");
+    std::fs::write(&script, python_example()?)?;
+    let output = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .env("PYTHONPATH", e2e::mcp::tool("AXON_MCP_PYTHONPATH", "py")?)
+        .output()
+        .await
+        .context("running python3")?;
+    let out = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    Ok((output.status.code().unwrap_or(-1), out))
+}
+
 #[tokio::test]
 async fn the_python_example_of_docs_audit_verifies_a_real_task() -> anyhow::Result<()> {
     let cluster = Cluster::start(Options::default()).await?;
     let key = cluster.api_key.clone();
     let dir = tempfile::tempdir()?;
     let file = |name: &str| dir.path().join(name).display().to_string();
-    std::fs::write(file("verify_task.py"), python_example()?)?;
     let mock = json!({"name": "m", "adapter": "mock", "args": {"steps": 2, "interval_ms": 1, "message": "ünïcödé \"quoted\"\n"}});
     let first = cluster.start_task(mock.clone()).await?;
     ended(&cluster, &first).await?;
@@ -789,31 +818,20 @@ async fn the_python_example_of_docs_audit_verifies_a_real_task() -> anyhow::Resu
     )?;
 
     let python = |events: &str| {
-        let mut command = tokio::process::Command::new("python3");
-        command
-            .arg(file("verify_task.py"))
-            .arg(events)
-            .args(
-                [
-                    "receipt.json",
-                    "keys.json",
-                    "head.json",
-                    "inclusion.json",
-                    "old-head.json",
-                    "consistency.json",
-                ]
-                .map(file),
-            )
-            .env(
-                "PYTHONPATH",
-                e2e::mcp::tool("AXON_MCP_PYTHONPATH", "py").expect("the Python tools"),
-            );
-        command
+        let files = [
+            "receipt.json",
+            "keys.json",
+            "head.json",
+            "inclusion.json",
+            "old-head.json",
+            "consistency.json",
+        ];
+        let mut args = vec![file(events)];
+        args.extend(files.map(file));
+        python_checker(args)
     };
-    let output = python(&file("events.ndjson")).output().await?;
-    let out = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{out}");
+    let (code, out) = python("events.ndjson").await?;
+    assert_eq!(code, 0, "{out}");
     assert!(
         out.starts_with(&format!(
             "verified: task {task}, 5 events, succeeded, leaf 1"
@@ -825,9 +843,8 @@ async fn the_python_example_of_docs_audit_verifies_a_real_task() -> anyhow::Resu
     let forged = events.replacen("\"percent\":50", "\"percent\":51", 1);
     assert_ne!(forged, events);
     std::fs::write(file("forged.ndjson"), forged)?;
-    let output = python(&file("forged.ndjson")).output().await?;
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{out}");
+    let (code, out) = python("forged.ndjson").await?;
+    assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("FAILED: hash_mismatch at seq 3"), "{out}");
     Ok(())
 }

@@ -39,6 +39,9 @@ pub enum Error {
     /// (that would drop a terminal event): it is retried.
     #[error("writing receipts: {0}")]
     Audit(sqlx::Error),
+    /// Signing receipts failed (the signing thread stopped).
+    #[error("signing receipts: {0}")]
+    Signing(String),
     /// A tenant's tree lacks nodes its size needs (the log was tampered with).
     /// What it says names the tenant and what to do.
     #[error("{0}")]
@@ -172,13 +175,18 @@ pub struct Batch {
     pub events: Vec<(Envelope, u64)>,
     /// The final state of every task the batch touched.
     pub tasks: Vec<Projection>,
-    /// Receipts, tree nodes and heads.
-    pub audit: Staged,
 }
 
-/// Writes a batch and moves the offsets from `from` to `to`, in one transaction. Fails
-/// with [`Error::OffsetMoved`] if the stored offset is not `from.applied`.
-pub async fn commit(pool: &PgPool, batch: &Batch, from: Offsets, to: Offsets) -> Result<(), Error> {
+/// Writes a batch, its receipts and heads (`audit`, awaited after the events are written)
+/// and moves the offsets from `from` to `to`, in one transaction; returns what `audit`
+/// gave. Fails with [`Error::OffsetMoved`] if the stored offset is not `from.applied`.
+pub async fn commit(
+    pool: &PgPool,
+    batch: &Batch,
+    audit: impl Future<Output = Result<Staged, Error>>,
+    from: Offsets,
+    to: Offsets,
+) -> Result<Staged, Error> {
     let mut tx = pool.begin().await?;
     let (stored,): (i64,) =
         sqlx::query_as("SELECT applied_seq FROM projector_offsets WHERE consumer = $1 FOR UPDATE")
@@ -197,13 +205,12 @@ pub async fn commit(pool: &PgPool, batch: &Batch, from: Offsets, to: Offsets) ->
     if !batch.tasks.is_empty() {
         upsert_tasks(&mut tx, &batch.tasks).await?;
     }
-    if !batch.audit.is_empty() {
-        let started = std::time::Instant::now();
-        audit::write(&mut tx, &batch.audit)
-            .await
-            .map_err(Error::Audit)?;
-        crate::record_audit_time(started);
+    let started = std::time::Instant::now();
+    let staged = audit.await?;
+    if !staged.is_empty() {
+        audit::write(&mut tx, &staged).await.map_err(Error::Audit)?;
     }
+    crate::record_audit_time(started);
     sqlx::query(
         "UPDATE projector_offsets SET applied_seq = $2, fanned_seq = $3 WHERE consumer = $1",
     )
@@ -213,7 +220,7 @@ pub async fn commit(pool: &PgPool, batch: &Batch, from: Offsets, to: Offsets) ->
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(staged)
 }
 
 async fn insert_events(
