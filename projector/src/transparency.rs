@@ -22,45 +22,67 @@ use crate::store;
 /// Least time between two heads of one tenant.
 const HEAD_EVERY: Duration = Duration::from_secs(1);
 
-/// What a batch adds to the tenant logs, before its receipts and heads are signed.
+/// What a batch adds to the tenant logs, before its leaves are hashed into the trees and
+/// its receipts and heads are signed.
 #[derive(Debug, Default)]
 pub struct Unsigned {
-    /// New receipts, each with its canonical form and leaf index.
-    receipts: Vec<(Receipt, Vec<u8>, u64)>,
-    /// New heads.
-    heads: Vec<Head>,
-    /// New complete subtrees.
-    nodes: Vec<(TenantId, NodeId, Hash)>,
-    /// Each touched tenant's tree after the batch.
+    /// New receipts, in issue order.
+    receipts: Vec<Receipt>,
+    /// Each touched tenant's tree before the batch.
     trees: HashMap<TenantId, Frontier>,
+    /// Tenants whose head is signed with the batch.
+    heads: Vec<TenantId>,
 }
 
 impl Unsigned {
     /// Whether it adds nothing.
     pub fn is_empty(&self) -> bool {
-        self.receipts.is_empty() && self.heads.is_empty()
+        self.receipts.is_empty()
     }
 
-    /// Signs every receipt and head (CPU work: run it off the async threads).
+    /// Appends the receipts to their trees and signs them and the heads (CPU work: run it
+    /// off the async threads).
     pub fn sign(self, signer: &Signer) -> Staged {
-        let receipts = self
-            .receipts
-            .into_iter()
-            .map(|(receipt, canonical, leaf)| {
-                let signed = SignedReceipt {
-                    signature: signer.sign(&canonical),
-                    receipt,
-                    alg: ALG.into(),
-                };
-                (signed, leaf)
-            })
+        let mut trees = self.trees;
+        let mut nodes = Vec::with_capacity(self.receipts.len() * 2);
+        let mut receipts = Vec::with_capacity(self.receipts.len());
+        for receipt in self.receipts {
+            let tenant = receipt.tenant_id;
+            let tree = trees.entry(tenant).or_default();
+            let leaf = tree.size;
+            let canonical = receipt.canonical();
+            for (id, hash) in tree.append(merkle::leaf_hash(&canonical)) {
+                nodes.push((tenant, id, hash));
+            }
+            let signed = SignedReceipt {
+                signature: signer.sign(&canonical),
+                receipt,
+                alg: ALG.into(),
+            };
+            receipts.push((signed, leaf));
+        }
+        let heads = self
+            .heads
+            .iter()
+            .filter_map(|tenant| Some(head(signer, *tenant, trees.get(tenant)?).sign(signer)))
             .collect();
         Staged {
             receipts,
-            nodes: self.nodes,
-            heads: self.heads.into_iter().map(|h| h.sign(signer)).collect(),
-            trees: self.trees,
+            nodes,
+            heads,
+            trees,
         }
+    }
+}
+
+/// The head of `tenant`'s `tree`, now.
+fn head(signer: &Signer, tenant: TenantId, tree: &Frontier) -> Head {
+    Head {
+        tenant_id: tenant,
+        tree_size: tree.size,
+        root_hash: hex::encode(tree.root()),
+        issued_at: shared::time::now_ts(),
+        key_id: signer.public().kid.clone(),
     }
 }
 
@@ -164,12 +186,12 @@ impl TenantLogs {
         tenants.dedup();
         self.load(pool, &tenants).await?;
         let issued_at = shared::time::now_ts();
+        for tenant in tenants {
+            let tree = self.trees.get(&tenant).cloned().unwrap_or_default();
+            staged.trees.insert(tenant, tree);
+        }
         for end in ends {
-            let tree = staged
-                .trees
-                .entry(end.tenant_id)
-                .or_insert_with(|| self.trees.get(&end.tenant_id).cloned().unwrap_or_default());
-            let receipt = Receipt {
+            staged.receipts.push(Receipt {
                 task_id: end.task_id,
                 tenant_id: end.tenant_id,
                 state: end.kind.as_str().to_owned(),
@@ -177,21 +199,15 @@ impl TenantLogs {
                 hash_curr: end.hash_curr.clone(),
                 issued_at: issued_at.clone(),
                 key_id: self.signer.public().kid.clone(),
-            };
-            let leaf = tree.size;
-            let canonical = receipt.canonical();
-            for (id, hash) in tree.append(merkle::leaf_hash(&canonical)) {
-                staged.nodes.push((end.tenant_id, id, hash));
-            }
-            staged.receipts.push((receipt, canonical, leaf));
+            });
         }
         let now = Instant::now();
-        for (tenant, tree) in &staged.trees {
+        for tenant in staged.trees.keys() {
             match self.signed_at.get(tenant) {
                 Some(at) if now.duration_since(*at) < HEAD_EVERY => {
                     self.due.entry(*tenant).or_insert(*at + HEAD_EVERY);
                 }
-                _ => staged.heads.push(self.head(*tenant, tree)),
+                _ => staged.heads.push(*tenant),
             }
         }
         Ok(staged)
@@ -213,7 +229,7 @@ impl TenantLogs {
                 Some(tree) if tree.size > 0 => {
                     staged
                         .heads
-                        .push(self.head(tenant, tree).sign(&self.signer));
+                        .push(head(&self.signer, tenant, tree).sign(&self.signer));
                 }
                 _ => {
                     self.due.remove(&tenant);
@@ -221,16 +237,6 @@ impl TenantLogs {
             }
         }
         Ok(staged)
-    }
-
-    fn head(&self, tenant: TenantId, tree: &Frontier) -> Head {
-        Head {
-            tenant_id: tenant,
-            tree_size: tree.size,
-            root_hash: hex::encode(tree.root()),
-            issued_at: shared::time::now_ts(),
-            key_id: self.signer.public().kid.clone(),
-        }
     }
 
     /// Makes a committed batch's trees and heads the current state.
