@@ -258,7 +258,7 @@ impl Projector {
                 Next::HeadsDue => {
                     let started = std::time::Instant::now();
                     self.sign_due_heads().await?;
-                    record_audit_time(started);
+                    record_audit_time("heads", started);
                 }
                 Next::Idle => {
                     self.verify_stream(recorded.as_deref()).await?;
@@ -351,7 +351,7 @@ impl Projector {
         let ended: Vec<_> = batch.events.iter().map(|(e, _)| e).collect();
         let staging = std::time::Instant::now();
         let unsigned = self.logs.stage(&self.pool, &ended).await?;
-        record_audit_time(staging);
+        record_audit_time("stage", staging);
         // Signatures are made on a blocking thread while the batch's events are written.
         let signing = (!unsigned.is_empty()).then(|| {
             let signer = self.logs.signer().clone();
@@ -470,9 +470,12 @@ impl Projector {
 }
 
 /// Adds the time since `started` to what receipts and heads cost the projector
-/// (`axon_projector_audit_seconds`, beside `axon_projector_batch_seconds`).
-fn record_audit_time(started: std::time::Instant) {
-    metrics::histogram!("axon_projector_audit_seconds").record(started.elapsed().as_secs_f64());
+/// (`axon_projector_audit_seconds{part}`, beside `axon_projector_batch_seconds`): `stage`
+/// (receipts built), `sign` (waiting for signatures after the batch's events were
+/// written), `write` (their rows), `heads` (held-back heads).
+fn record_audit_time(part: &'static str, started: std::time::Instant) {
+    metrics::histogram!("axon_projector_audit_seconds", "part" => part)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// What waiting for the next batch gave.

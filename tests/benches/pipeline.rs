@@ -125,9 +125,10 @@ async fn receipts_rows(cluster: &Cluster) -> anyhow::Result<()> {
         None,
     );
     println!(
-        "{:<58} {:>9.1} % of the projector's batch time",
-        "  receipts and heads (sign, tree, write)",
-        100.0 * audit.share
+        "{:<58} {:>9.1} % of the projector's batch time (at most {:.1} %)",
+        "  receipts and heads (build, sign, tree, rows)",
+        100.0 * audit.share.0,
+        100.0 * audit.share.1
     );
     for (what, (p50, p99)) in [
         (
@@ -182,8 +183,8 @@ async fn mcp_rows(cluster: &mut Cluster) -> anyhow::Result<()> {
 struct Receipts {
     took: std::time::Duration,
     rate: f64,
-    /// Receipts' and heads' share of the projector's time in batches.
-    share: f64,
+    /// Receipts' and heads' share of the projector's time in batches, and its upper bound.
+    share: (f64, f64),
     /// p50 and p99 of one request, in ms.
     inclusion: (f64, f64),
     consistency: (f64, f64),
@@ -236,8 +237,11 @@ async fn receipts(cluster: &Cluster, tasks: usize) -> anyhow::Result<Receipts> {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let took = started.elapsed();
-    let after = projector_seconds(cluster).await?;
-    let share = (after.0 - metrics.0) / (after.1 - metrics.1);
+    let later = projector_seconds(cluster).await?;
+    let share = (
+        metrics.audit_share(later),
+        metrics.audit_share_at_most(later),
+    );
 
     let head = loop {
         let (_, head) = cluster.get("/api/log/head", Some(&cluster.api_key)).await?;
@@ -290,8 +294,39 @@ async fn receipts(cluster: &Cluster, tasks: usize) -> anyhow::Result<Receipts> {
     })
 }
 
-/// The projector's seconds in receipts and heads, and in batches (from its metrics).
-async fn projector_seconds(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
+/// The projector's time split, from its metrics (sums of seconds, and counts).
+#[derive(Debug, Default, Clone, Copy)]
+struct ProjectorTime {
+    /// Receipts and heads, but for writing them: building, waiting for signatures, held-back heads.
+    audit: f64,
+    /// The statements that write receipts with the offsets, and how many.
+    write: (f64, f64),
+    /// The statements that write only the offsets, and how many.
+    offsets: (f64, f64),
+    /// Whole batches.
+    batches: f64,
+}
+
+impl ProjectorTime {
+    /// What receipts and heads cost between `self` and `later`: their own work, plus what
+    /// their rows add to the offsets statement they ride in (its time beyond a plain
+    /// offsets update); as a share of the batches' time.
+    fn audit_share(self, later: Self) -> f64 {
+        let writes = later.write.1 - self.write.1;
+        let offsets =
+            (later.offsets.0 - self.offsets.0) / (later.offsets.1 - self.offsets.1).max(1.0);
+        let rows = (later.write.0 - self.write.0) - writes * offsets;
+        (later.audit - self.audit + rows.max(0.0)) / (later.batches - self.batches)
+    }
+
+    /// The same, charging receipts the whole statement they ride in (an upper bound).
+    fn audit_share_at_most(self, later: Self) -> f64 {
+        let write = later.write.0 - self.write.0;
+        (later.audit - self.audit + write) / (later.batches - self.batches)
+    }
+}
+
+async fn projector_seconds(cluster: &Cluster) -> anyhow::Result<ProjectorTime> {
     let text = cluster
         .http
         .get(cluster.metrics_url("projector"))
@@ -299,16 +334,31 @@ async fn projector_seconds(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
         .await?
         .text()
         .await?;
-    let sum = |name: &str| {
+    // Sums a summary's series whose labels contain `labels`.
+    let total = |name: &str, labels: &str| -> f64 {
         text.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}_sum ")))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+            .filter(|line| line.starts_with(name) && line.contains(labels))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     };
-    Ok((
-        sum("axon_projector_audit_seconds"),
-        sum("axon_projector_batch_seconds"),
-    ))
+    let audit = |part: &str| {
+        total(
+            "axon_projector_audit_seconds_sum",
+            &format!("part=\"{part}\""),
+        )
+    };
+    Ok(ProjectorTime {
+        audit: audit("stage") + audit("sign") + audit("heads"),
+        write: (
+            audit("write"),
+            total("axon_projector_audit_seconds_count", "part=\"write\""),
+        ),
+        offsets: (
+            total("axon_projector_offsets_seconds_sum", ""),
+            total("axon_projector_offsets_seconds_count", ""),
+        ),
+        batches: total("axon_projector_batch_seconds_sum", ""),
+    })
 }
 
 /// `sessions` MCP sessions each calling `stream_task` `calls` times in a row on an ended

@@ -9,12 +9,17 @@ use shared::ids::TenantId;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Error, to_i64, to_u64};
+use super::{Error, Offsets, to_i64, to_u64};
 use crate::transparency::Staged;
 
-/// Writes receipts, tree nodes, tree sizes and heads (heads already stored are kept), in
-/// one statement.
-pub async fn write(tx: &mut sqlx::PgConnection, staged: &Staged) -> Result<(), sqlx::Error> {
+/// Writes receipts, tree nodes, tree sizes and heads (heads already stored are kept) and
+/// moves `consumer`'s offsets `to`, in one statement.
+pub async fn write(
+    tx: &mut sqlx::PgConnection,
+    staged: &Staged,
+    consumer: &str,
+    to: Offsets,
+) -> Result<(), sqlx::Error> {
     let mut cols = ReceiptColumns::default();
     for (signed, leaf) in &staged.receipts {
         let r = &signed.receipt;
@@ -54,11 +59,13 @@ pub async fn write(tx: &mut sqlx::PgConnection, staged: &Staged) -> Result<(), s
              INSERT INTO log_trees (tenant_id, tree_size)
              SELECT * FROM UNNEST($14::uuid[], $15::bigint[])
              ON CONFLICT (tenant_id) DO UPDATE SET tree_size = EXCLUDED.tree_size
+         ), heads AS (
+             INSERT INTO log_heads (tenant_id, tree_size, root_hash, issued_at, key_id, signature)
+             SELECT * FROM UNNEST($16::uuid[], $17::bigint[], $18::text[], $19::text[], $20::text[],
+                                  $21::text[])
+             ON CONFLICT (tenant_id, tree_size) DO NOTHING
          )
-         INSERT INTO log_heads (tenant_id, tree_size, root_hash, issued_at, key_id, signature)
-         SELECT * FROM UNNEST($16::uuid[], $17::bigint[], $18::text[], $19::text[], $20::text[],
-                              $21::text[])
-         ON CONFLICT (tenant_id, tree_size) DO NOTHING",
+         UPDATE projector_offsets SET applied_seq = $23, fanned_seq = $24 WHERE consumer = $22",
     )
     .bind(cols.task_id)
     .bind(cols.tenant_id)
@@ -81,6 +88,9 @@ pub async fn write(tx: &mut sqlx::PgConnection, staged: &Staged) -> Result<(), s
     .bind(heads.issued_at)
     .bind(heads.key_id)
     .bind(heads.signature)
+    .bind(consumer)
+    .bind(to_i64(to.applied))
+    .bind(to_i64(to.fanned))
     .execute(tx)
     .await?;
     Ok(())
