@@ -200,7 +200,7 @@ impl Cluster {
             nats_url,
             redis_url,
             database_url,
-            http: reqwest::Client::new(),
+            http: crate::http_client(),
         };
         wait_port(nats_port).await?;
         wait_port(redis_port).await?;

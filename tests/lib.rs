@@ -19,6 +19,14 @@ pub use client::{
 pub use cluster::{Cluster, Options, workspace};
 pub use procs::{alive, all_processes_of, parent, processes_of};
 
+/// An HTTP client. Built here only: when the workspace is built together, reqwest has
+/// TLS without a default crypto provider (the `axontask` binary's choice), so one is
+/// installed first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// How long a test waits for anything before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 

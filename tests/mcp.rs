@@ -34,7 +34,7 @@ pub fn tool(env_var: &str, default: &str) -> anyhow::Result<PathBuf> {
 pub async fn key_proxy(upstream: String, key: String) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let app = axum::Router::new().fallback(move |request: Request| {
         let (client, upstream, key) = (client.clone(), upstream.clone(), key.clone());
         async move {
@@ -168,7 +168,7 @@ pub struct Session {
 impl Session {
     /// Opens a session at `url` (`…/mcp`) with `initialize` and `notifications/initialized`.
     pub async fn open(url: &str, key: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::new();
+        let http = crate::http_client();
         let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": SESSION_REVISION, "capabilities": {},
                        "clientInfo": {"name": "e2e", "version": "1"}}});

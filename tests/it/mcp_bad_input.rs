@@ -18,7 +18,7 @@ fn tool_error(answer: &Value) -> String {
 async fn bad_input_gets_clear_errors_and_changes_nothing() -> anyhow::Result<()> {
     let cluster = Cluster::start(Options::default()).await?;
     let url = format!("{}/mcp", cluster.base_url);
-    let http = reqwest::Client::new();
+    let http = e2e::http_client();
     let post = |key: Option<&str>, body: &str| {
         let mut request = http
             .post(&url)
