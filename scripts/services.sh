@@ -92,7 +92,7 @@ ensure_secrets() {
   chmod 600 "$secrets"
   local name
   local users=("${nats_users[@]/#/AXON_NATS_}")
-  for name in HMAC_SECRET PG_SUPERUSER_PASSWORD PG_APP_PASSWORD REDIS_PASSWORD \
+  for name in HMAC_SECRET JWT_SECRET PG_SUPERUSER_PASSWORD PG_APP_PASSWORD REDIS_PASSWORD \
     "${users[@]/%/_PASSWORD}"; do
     grep -q "^export $name=" "$secrets" ||
       printf 'export %s=%s\n' "$name" "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$secrets"
@@ -219,11 +219,12 @@ export AXON_NATS_ADMIN_URL=nats://admin:$AXON_NATS_ADMIN_PASSWORD@127.0.0.1:$nat
 export DATABASE_URL=postgres://axon:$PG_APP_PASSWORD@127.0.0.1:$pg_port/axontask
 export AXON_ADMIN_DATABASE_URL=postgres://postgres:$PG_SUPERUSER_PASSWORD@127.0.0.1:$pg_port/postgres
 export HMAC_SECRET=$HMAC_SECRET
+export JWT_SECRET=$JWT_SECRET
 export REDIS_URL=redis://:$REDIS_PASSWORD@127.0.0.1:$redis_port
 export AXON_NATS_SERVER=$data/nats/bin/nats-server
 ENV
 )
 chmod 600 "$data/services.env"
 # The URLs without their passwords (they stay in the file, mode 0600).
-sed -E 's#://([^:/@]*):[^@]*@#://\1:***@#; s#^(export HMAC_SECRET=).*#\1***#' "$data/services.env"
+sed -E 's#://([^:/@]*):[^@]*@#://\1:***@#; s#^(export (HMAC|JWT)_SECRET=).*#\1***#' "$data/services.env"
 log "source $data/services.env to use them"

@@ -163,6 +163,8 @@ impl Cluster {
                 "HMAC_SECRET",
                 "e2e-secret-e2e-secret-e2e-secret-e2e".to_owned(),
             ),
+            ("JWT_SECRET", crate::JWT_SECRET.to_owned()),
+            ("PASSWORD_HASH", "fast".to_owned()),
             ("API_HOST", "127.0.0.1".to_owned()),
             ("ADAPTERS_ENABLED", options.adapters.to_owned()),
             ("WORKER_ACK_WAIT_S", "2".to_owned()),

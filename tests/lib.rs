@@ -27,6 +27,9 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The `JWT_SECRET` of every test cluster (tests sign tokens of their own with it).
+pub const JWT_SECRET: &str = "e2e-jwt-secret-e2e-jwt-secret-e2e-jwt";
+
 /// How long a test waits for anything before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 

@@ -86,11 +86,29 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
     }
     let mut app = Router::new().merge(health::router(backends));
     // One API key cache per process, kept current while the process serves keys.
-    let keys = pool.clone().map(shared::keys::Keys::new);
+    let serves_api = roles
+        .iter()
+        .any(|r| matches!(r, Role::CommandApi | Role::QueryApi | Role::Mcp));
+    let tokens = match (&config.auth.jwt_secret, serves_api) {
+        (Some(secret), _) => Some(shared::tokens::Tokens::new(
+            secret,
+            config.auth.access_ttl,
+            config.auth.refresh_ttl,
+        )),
+        (None, true) => bail!(
+            "JWT_SECRET is not set; the API roles sign people in with it (openssl rand -hex 32; see .env.example)"
+        ),
+        (None, false) => None,
+    };
+    let keys = pool.clone().map(|pool| {
+        let keys = shared::keys::Keys::new(pool);
+        match tokens {
+            Some(tokens) => keys.with_tokens(tokens),
+            None => keys,
+        }
+    });
     if let Some(keys) = &keys
-        && roles
-            .iter()
-            .any(|r| matches!(r, Role::CommandApi | Role::QueryApi | Role::Mcp))
+        && serves_api
     {
         tracker.spawn(keys.clone().follow(shutdown.child_token()));
     }
@@ -106,6 +124,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 max_attempts: config.worker.max_attempts,
                 default_timeout_s: config.default_timeout_s,
                 max_timeout_s: config.max_timeout_s,
+                fast_password_hash: config.auth.fast_password_hash,
             },
         ))
     };

@@ -1,10 +1,12 @@
 //! command-api: accepts commands from agents (start and cancel a task) and publishes them to
 //! stream `AXON`. The request path writes nothing but that one publish; it only reads
-//! Postgres (keys, idempotency beyond the dedup window, a task's existence).
+//! Postgres (keys, idempotency beyond the dedup window, a task's existence). It also signs
+//! people in ([`accounts`]: `/auth/*`).
 //!
 //! Entry points: [`router`] over a [`State`] built by [`State::new`]; [`start_task`] and
 //! [`cancel_task`] for other front ends (the MCP server) that authenticate on their own.
 
+pub mod accounts;
 mod routes;
 
 pub use routes::tasks::{StartTask, Started, cancel_task, start_task};
@@ -30,6 +32,10 @@ pub struct State {
     js: Context,
     axon: Stream,
     settings: Arc<Settings>,
+    hasher: accounts::passwords::Hasher,
+    /// A password hash checked when a login names an unknown email.
+    decoy: Arc<str>,
+    throttle: accounts::throttle::Throttle,
 }
 
 /// The parts of configuration command-api uses.
@@ -47,18 +53,24 @@ pub struct Settings {
     pub default_timeout_s: u32,
     /// The longest timeout a task may ask (`TASK_MAX_TIMEOUT_S`).
     pub max_timeout_s: u32,
+    /// Cheap password hashes, for tests (`PASSWORD_HASH=fast`).
+    pub fast_password_hash: bool,
 }
 
 impl State {
     /// Builds the state from connected backends; `keys` is the process's API key cache
     /// (and its Postgres pool), `axon` is stream `AXON`.
     pub fn new(keys: Keys, js: Context, axon: Stream, settings: Settings) -> Self {
+        let hasher = accounts::passwords::Hasher::new(settings.fast_password_hash);
         Self {
             pool: keys.pool().clone(),
             keys,
             js,
             axon,
             settings: Arc::new(settings),
+            hasher,
+            decoy: hasher.decoy().into(),
+            throttle: accounts::throttle::Throttle::default(),
         }
     }
 }
@@ -74,6 +86,10 @@ pub fn router(state: State) -> Router {
     Router::new()
         .route("/mcp/start_task", post(routes::tasks::start))
         .route("/mcp/tasks/{id}/cancel", post(routes::tasks::cancel))
+        .route("/auth/register", post(routes::auth::register))
+        .route("/auth/login", post(routes::auth::login))
+        .route("/auth/refresh", post(routes::auth::refresh))
+        .route("/auth/logout", post(routes::auth::logout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

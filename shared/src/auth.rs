@@ -90,16 +90,39 @@ pub async fn lookup(pool: &PgPool, key: &str) -> Result<Option<Principal>, sqlx:
     Ok(row.map(principal))
 }
 
-/// The principal of the key with id `key_id`: `None` if unknown, revoked or expired.
+/// `id, tenant_id, scopes` of a key, or `id, tenant_id, role` of a session.
+type CredentialRow = (Uuid, Uuid, Option<Vec<String>>, Option<String>);
+
+/// The principal of the key, or the sign-in session, with id `key_id` (a principal's
+/// `key_id`): `None` if unknown, revoked or expired.
 pub async fn lookup_by_id(pool: &PgPool, key_id: Uuid) -> Result<Option<Principal>, sqlx::Error> {
-    let row: Option<(Uuid, Uuid, Vec<String>)> = sqlx::query_as(
-        "SELECT id, tenant_id, scopes FROM api_keys
-         WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+    let row: Option<CredentialRow> = sqlx::query_as(
+        "SELECT id, tenant_id, scopes, NULL::text AS role FROM api_keys
+         WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+         UNION ALL
+         SELECT s.session_id, s.tenant_id, NULL::text[], m.role
+         FROM sessions s JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id
+         WHERE s.session_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()",
     )
     .bind(key_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(principal))
+    Ok(row.map(|(id, tenant, scopes, role)| {
+        let scopes = scopes.unwrap_or_else(|| role_scopes(role.as_deref().unwrap_or_default()));
+        principal((id, tenant, scopes))
+    }))
+}
+
+/// The scopes a member's role grants: owners and admins everything, members tasks, viewers
+/// reading.
+pub fn role_scopes(role: &str) -> Vec<String> {
+    let scopes: &[&str] = match role {
+        "owner" | "admin" => &["*"],
+        "member" => &["tasks:*"],
+        "viewer" => &["tasks:read"],
+        _ => &[],
+    };
+    scopes.iter().map(|s| (*s).to_owned()).collect()
 }
 
 fn principal((key_id, tenant, scopes): (Uuid, Uuid, Vec<String>)) -> Principal {

@@ -62,6 +62,24 @@ pub struct Config {
     pub mcp: McpConfig,
     /// Receipt and tree-head keys.
     pub receipts: ReceiptConfig,
+    /// Sign-in: users, sessions and their tokens.
+    pub auth: AuthConfig,
+}
+
+/// Sign-in (`/auth/*`, `Authorization: Bearer`).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `JWT_SECRET` (at least 32 bytes): signs access and refresh tokens. The roles that
+    /// serve the API need it.
+    pub jwt_secret: Option<String>,
+    /// `JWT_EXPIRY_SECONDS` (default 900): how long an access token lives.
+    pub access_ttl: Duration,
+    /// `JWT_REFRESH_EXPIRY_SECONDS` (default 2592000, 30 days): how long a session and
+    /// its refresh tokens live.
+    pub refresh_ttl: Duration,
+    /// `PASSWORD_HASH` (default `argon2id`: 64 MiB, 3 passes, 4 lanes; `fast`: 1 MiB, 1
+    /// pass, for tests only).
+    pub fast_password_hash: bool,
 }
 
 /// The keys of receipts and signed tree heads (§3.3).
@@ -277,6 +295,26 @@ impl Config {
                 allowed_hosts: env
                     .non_empty_list("MCP_ALLOWED_HOSTS", "localhost,127.0.0.1,::1")?,
                 fixtures: env.parsed("MCP_CONFORMANCE_FIXTURES", false)?,
+            },
+            auth: AuthConfig {
+                jwt_secret: match env.get("JWT_SECRET") {
+                    Some(_) => Some(env.secret("JWT_SECRET")?),
+                    None => None,
+                },
+                access_ttl: Duration::from_secs(env.positive("JWT_EXPIRY_SECONDS", 900)?),
+                refresh_ttl: Duration::from_secs(
+                    env.positive("JWT_REFRESH_EXPIRY_SECONDS", 30 * 24 * 3600)?,
+                ),
+                fast_password_hash: match env.get("PASSWORD_HASH").as_deref() {
+                    None | Some("argon2id") => false,
+                    Some("fast") => true,
+                    Some(other) => {
+                        return Err(Error {
+                            var: "PASSWORD_HASH",
+                            reason: format!("'{other}' is neither argon2id nor fast (tests only)"),
+                        });
+                    }
+                },
             },
             receipts: ReceiptConfig {
                 signing_key: env
@@ -509,6 +547,9 @@ mod tests {
                 "RECEIPT_VERIFY_KEYS",
                 "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo,nope",
             ),
+            ("JWT_SECRET", "short"),
+            ("JWT_EXPIRY_SECONDS", "0"),
+            ("PASSWORD_HASH", "md5"),
         ] {
             let err = load(&[(var, value)]).expect_err("invalid");
             assert_eq!(err.var, var, "{err}");

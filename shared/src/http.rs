@@ -11,9 +11,12 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use axum::http::HeaderValue;
+
 use crate::auth::{self, Principal, Scope};
 use crate::ids::{TaskId, TenantId};
 use crate::keys::Keys;
+use crate::tokens::TokenError;
 
 /// An error answer: a status, a stable code and a message that says how to fix it.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,7 +193,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
     }
 }
 
-/// The authenticated caller, from `X-Api-Key`.
+/// The authenticated caller, from `X-Api-Key` or `Authorization: Bearer`.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
 
@@ -204,7 +207,7 @@ impl Caller {
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
                 format!(
-                    "this API key lacks the scope {}; create a key that has it",
+                    "these credentials lack the scope {}; use a key or a role that has it",
                     scope.as_str()
                 ),
             ))
@@ -225,10 +228,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let keys = Keys::from_ref(state);
+        if let Some(authorization) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+            return bearer(&keys, authorization).await.map(Self);
+        }
         let Some(key) = parts.headers.get("x-api-key") else {
             return Err(unauthorized(
                 "missing_api_key",
-                "send an API key in the X-Api-Key header; create one with `axontask keys create`",
+                "send an API key in the X-Api-Key header (create one with `axontask keys create`), \
+                 or an access token as Authorization: Bearer (from /auth/login)",
             ));
         };
         let invalid = || {
@@ -241,10 +249,40 @@ where
         if !auth::is_well_formed(key) {
             return Err(invalid());
         }
-        match Keys::from_ref(state).lookup(key).await {
+        match keys.lookup(key).await {
             Ok(Some(principal)) => Ok(Self(principal)),
             Ok(None) => Err(invalid()),
             Err(e) => Err(ApiError::unavailable("postgres", e)),
         }
+    }
+}
+
+/// The principal of `Authorization: Bearer <access token>`.
+async fn bearer(keys: &Keys, authorization: &HeaderValue) -> Result<Principal, ApiError> {
+    let token = authorization
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            unauthorized(
+                "invalid_authorization",
+                "the Authorization header must be `Bearer <access token>` (from /auth/login)",
+            )
+        })?;
+    match keys.lookup_token(token).await {
+        Ok(Ok(principal)) => Ok(principal),
+        Ok(Err(TokenError::Expired)) => Err(unauthorized(
+            "token_expired",
+            &TokenError::Expired.to_string(),
+        )),
+        Ok(Err(e @ TokenError::NotAccess)) => {
+            Err(unauthorized("not_an_access_token", &e.to_string()))
+        }
+        Ok(Err(_)) => Err(unauthorized(
+            "invalid_token",
+            "the access token is not valid here, or its session ended (logout); log in again",
+        )),
+        Err(e) => Err(ApiError::unavailable("postgres", e)),
     }
 }

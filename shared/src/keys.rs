@@ -1,4 +1,4 @@
-//! The API key cache of one process: every live key, loaded from Postgres and reloaded
+//! The credential caches of one process. API keys: every live key, loaded from Postgres and reloaded
 //! whenever `api_keys` changes (its trigger notifies channel `axon_api_keys`) and once a
 //! minute. A key the cache lacks is looked up in Postgres, at most [`MISSES_PER_SECOND`]
 //! times a second, so a flood of made-up keys costs Postgres almost nothing; past that,
@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 use crate::auth::{self, Principal};
 use crate::ids::TenantId;
+use crate::sessions::Sessions;
+use crate::tokens::{TokenError, TokenType, Tokens};
 
 /// Postgres lookups of keys the cache lacks, per second (and at most at once).
 pub const MISSES_PER_SECOND: f64 = 50.0;
@@ -47,12 +49,14 @@ struct Bucket {
     at: Instant,
 }
 
-/// API keys, cached. Clones share the cache.
+/// API keys, cached; and, when sign-in is configured, the tokens and sessions that
+/// `Authorization: Bearer` is checked against. Clones share the caches.
 #[derive(Clone)]
 pub struct Keys {
     pool: PgPool,
     known: Arc<RwLock<Known>>,
     misses: Arc<Mutex<Bucket>>,
+    bearer: Option<(Arc<Tokens>, Sessions)>,
 }
 
 impl Keys {
@@ -65,7 +69,44 @@ impl Keys {
                 tokens: MISSES_PER_SECOND,
                 at: Instant::now(),
             })),
+            bearer: None,
         }
+    }
+
+    /// The same caches, also accepting access tokens of `tokens`.
+    pub fn with_tokens(self, tokens: Tokens) -> Self {
+        let sessions = Sessions::new(self.pool.clone(), tokens.access_ttl);
+        Self {
+            bearer: Some((Arc::new(tokens), sessions)),
+            ..self
+        }
+    }
+
+    /// The tokens sign-in issues, if configured.
+    pub fn tokens(&self) -> Option<&Tokens> {
+        self.bearer.as_ref().map(|(tokens, _)| tokens.as_ref())
+    }
+
+    /// The principal of an access token: `Ok(None)` if its session was revoked or ended.
+    pub async fn lookup_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<Principal, TokenError>, sqlx::Error> {
+        let Some((tokens, sessions)) = &self.bearer else {
+            return Ok(Err(TokenError::Invalid));
+        };
+        let claims = match tokens.verify(token, TokenType::Access) {
+            Ok(claims) => claims,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !sessions.is_live(claims.sid).await? {
+            return Ok(Err(TokenError::Invalid));
+        }
+        Ok(Ok(Principal {
+            tenant_id: TenantId(claims.tenant_id),
+            key_id: claims.sid,
+            scopes: auth::role_scopes(&claims.role),
+        }))
     }
 
     /// The pool the keys are read from.
@@ -123,6 +164,18 @@ impl Keys {
     /// Keeps the cache current until `shutdown`: listens for changes, reloads on each and
     /// every minute; while the listener is down, lookups go to Postgres.
     pub async fn follow(self, shutdown: CancellationToken) {
+        match self.bearer.clone() {
+            Some((_, sessions)) => {
+                tokio::join!(
+                    sessions.follow(shutdown.clone()),
+                    self.follow_keys(shutdown)
+                );
+            }
+            None => self.follow_keys(shutdown).await,
+        }
+    }
+
+    async fn follow_keys(&self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 result = self.listen() => {

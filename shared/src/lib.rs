@@ -20,8 +20,10 @@ pub mod keys;
 pub mod names;
 pub mod nats;
 pub mod resume;
+pub mod sessions;
 pub mod task;
 pub mod time;
+pub mod tokens;
 
 /// The schema migrations in `migrations/`, applied by `axontask migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,5 +1,6 @@
 //! End-to-end tests: real NATS JetStream, PostgreSQL and Redis, the real `axontask` binary.
 
+mod accounts;
 mod audit;
 mod bad_input;
 mod control;

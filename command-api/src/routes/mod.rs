@@ -1,3 +1,4 @@
 //! One module per HTTP resource.
 
+pub mod auth;
 pub mod tasks;

@@ -302,6 +302,7 @@ mod tests {
             max_attempts: 3,
             default_timeout_s: 60,
             max_timeout_s: 600,
+            fast_password_hash: true,
         }
     }
 

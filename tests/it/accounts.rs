@@ -1,0 +1,437 @@
+//! Sign-in (issue 8, part 1): register, login, refresh with rotation, logout, and
+//! `Authorization: Bearer` on the task routes; forged, expired and misused tokens refused.
+
+use e2e::{Cluster, JWT_SECRET, Options, collect_to_end, open_sse};
+use reqwest::Method;
+use serde_json::{Value, json};
+use shared::tokens::{Subject, TokenType, Tokens};
+use uuid::Uuid;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A request with an optional bearer token: status, body, `Retry-After`.
+async fn call(
+    cluster: &Cluster,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value, Option<String>)> {
+    let mut request = cluster
+        .http
+        .request(method, format!("{}{path}", cluster.base_url));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((status, response.json().await.unwrap_or(Value::Null), retry))
+}
+
+async fn register(cluster: &Cluster, email: &str) -> anyhow::Result<Value> {
+    let body = json!({"email": email, "password": PASSWORD, "name": "Ada"});
+    let (status, answer, _) =
+        call(cluster, Method::POST, "/auth/register", None, Some(body)).await?;
+    anyhow::ensure!(status == 201, "register answered {status}: {answer}");
+    Ok(answer)
+}
+
+fn token<'a>(answer: &'a Value, which: &str) -> &'a str {
+    answer[which].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_registered_user_runs_tasks_with_bearer_tokens_until_logout() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let signed = register(&cluster, "Ada@Example.com").await?;
+    assert_eq!(signed["token_type"], "Bearer");
+    assert_eq!(signed["expires_in"], 900);
+    let access = token(&signed, "access_token");
+
+    let mock = json!({"name": "hello", "adapter": "mock", "args": {"steps": 2, "interval_ms": 1}});
+    let (status, started, _) = call(
+        &cluster,
+        Method::POST,
+        "/mcp/start_task",
+        Some(access),
+        Some(mock),
+    )
+    .await?;
+    assert_eq!(status, 200, "{started}");
+    let task = started["task_id"].as_str().unwrap_or_default().to_owned();
+    let stream = open_sse(
+        cluster
+            .http
+            .get(format!("{}/mcp/tasks/{task}/stream", cluster.base_url))
+            .bearer_auth(access),
+    )
+    .await?;
+    let events = collect_to_end(stream).await?;
+    assert_eq!(
+        events.last().map(|e| e["kind"].clone()),
+        Some(json!("succeeded"))
+    );
+    let (status, body, _) = call(
+        &cluster,
+        Method::GET,
+        &format!("/mcp/tasks/{task}/status"),
+        Some(access),
+        None,
+    )
+    .await?;
+    assert_eq!((status, body["state"].as_str()), (200, Some("succeeded")));
+    // Another tenant's key sees nothing of it.
+    let (status, _) = cluster
+        .get(&format!("/mcp/tasks/{task}/status"), Some(&cluster.api_key))
+        .await?;
+    assert_eq!(status, 404);
+
+    // A login opens a second session; the email is matched whatever its case.
+    let login = json!({"email": "ada@example.COM", "password": PASSWORD});
+    let (status, second, _) =
+        call(&cluster, Method::POST, "/auth/login", None, Some(login)).await?;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["user_id"], signed["user_id"]);
+    assert_eq!(second["tenant_id"], signed["tenant_id"]);
+
+    // Logout ends the first session at once: its token, and the resume token it minted.
+    let resume = started["resume_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, _, _) = call(&cluster, Method::POST, "/auth/logout", Some(access), None).await?;
+    assert_eq!(status, 204);
+    let (status, body, _) = call(
+        &cluster,
+        Method::GET,
+        &format!("/mcp/tasks/{task}/status"),
+        Some(access),
+        None,
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+    let (status, body) = cluster
+        .get(
+            &format!("/mcp/tasks/{task}/stream?resume_token={resume}"),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_resume_token")),
+        "{body}"
+    );
+    // The other session goes on.
+    let other = token(&second, "access_token");
+    let (status, _, _) = call(
+        &cluster,
+        Method::GET,
+        &format!("/mcp/tasks/{task}/status"),
+        Some(other),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+    // An API key has no session to end.
+    let response = cluster
+        .http
+        .post(format!("{}/auth/logout", cluster.base_url))
+        .header("X-Api-Key", &cluster.api_key)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_ends_its_session() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let first = register(&cluster, "grace@example.com").await?;
+    let refresh = |token: &str| json!({"refresh_token": token});
+
+    // A refresh token is not an access token, nor the other way round.
+    let (status, body, _) = call(
+        &cluster,
+        Method::GET,
+        "/mcp/tasks",
+        Some(token(&first, "refresh_token")),
+        None,
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("not_an_access_token")),
+        "{body}"
+    );
+    let wrong = refresh(token(&first, "access_token"));
+    let (status, body, _) =
+        call(&cluster, Method::POST, "/auth/refresh", None, Some(wrong)).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("not_a_refresh_token")),
+        "{body}"
+    );
+
+    let (status, second, _) = call(
+        &cluster,
+        Method::POST,
+        "/auth/refresh",
+        None,
+        Some(refresh(token(&first, "refresh_token"))),
+    )
+    .await?;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    let (status, _, _) = call(
+        &cluster,
+        Method::GET,
+        "/mcp/tasks",
+        Some(token(&second, "access_token")),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    // The first refresh token again: the whole family ends.
+    let (status, body, _) = call(
+        &cluster,
+        Method::POST,
+        "/auth/refresh",
+        None,
+        Some(refresh(token(&first, "refresh_token"))),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("refresh_token_reused")),
+        "{body}"
+    );
+    let (status, body, _) = call(
+        &cluster,
+        Method::POST,
+        "/auth/refresh",
+        None,
+        Some(refresh(token(&second, "refresh_token"))),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("session_ended")),
+        "{body}"
+    );
+    let (status, _, _) = call(
+        &cluster,
+        Method::GET,
+        "/mcp/tasks",
+        Some(token(&second, "access_token")),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 401, "the revoked session's access token too");
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_expired_and_malformed_tokens_are_refused() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let signed = register(&cluster, "alan@example.com").await?;
+    let claims = |field: &str| signed[field].as_str().unwrap_or_default().parse::<Uuid>();
+    let ours = Tokens::new(
+        JWT_SECRET,
+        std::time::Duration::from_secs(900),
+        std::time::Duration::from_secs(3600),
+    );
+    let theirs = Tokens::new(
+        "another-secret-another-secret-another",
+        ours.access_ttl,
+        ours.refresh_ttl,
+    );
+    let session: Uuid = sqlx::query_as::<_, (Uuid,)>("SELECT session_id FROM sessions")
+        .fetch_one(&cluster.pg().await?)
+        .await?
+        .0;
+    let subject = Subject {
+        user: claims("user_id")?,
+        tenant: claims("tenant_id")?,
+        role: "owner".into(),
+        session,
+    };
+    let now = shared::time::unix_now();
+    let (expired, _) = ours.issue(&subject, TokenType::Access, Uuid::now_v7(), now - 3_600);
+    let (foreign, _) = theirs.issue(&subject, TokenType::Access, Uuid::now_v7(), now);
+    let unknown = Subject {
+        session: Uuid::now_v7(),
+        ..subject.clone()
+    };
+    let (sessionless, _) = ours.issue(&unknown, TokenType::Access, Uuid::now_v7(), now);
+    let (valid, _) = ours.issue(&subject, TokenType::Access, Uuid::now_v7(), now);
+    for (token, code) in [
+        (expired.as_str(), "token_expired"),
+        (foreign.as_str(), "invalid_token"),
+        (sessionless.as_str(), "invalid_token"),
+        ("not.a.token", "invalid_token"),
+    ] {
+        let (status, body, _) =
+            call(&cluster, Method::GET, "/mcp/tasks", Some(token), None).await?;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, _, _) = call(&cluster, Method::GET, "/mcp/tasks", Some(&valid), None).await?;
+    assert_eq!(
+        status, 200,
+        "a token signed with the server's secret for a live session works"
+    );
+    let response = cluster
+        .http
+        .get(format!("{}/mcp/tasks", cluster.base_url))
+        .header("Authorization", "Basic YTpi")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "invalid_authorization");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_sign_in_input_is_refused_and_failed_logins_slow_down() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    register(&cluster, "edsger@example.com").await?;
+    let pool = cluster.pg().await?;
+    let users = || async {
+        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM users")
+            .fetch_one(&pool)
+            .await
+            .map(|r| r.0)
+    };
+    let before = users().await?;
+    let cases = [
+        (
+            json!({"email": "new@example.com", "password": "short"}),
+            400,
+            "weak_password",
+        ),
+        (
+            json!({"email": "new@example.com", "password": "Password123"}),
+            400,
+            "weak_password",
+        ),
+        (
+            json!({"email": "new@example.com", "password": "x".repeat(10_000)}),
+            400,
+            "weak_password",
+        ),
+        (
+            json!({"email": "not an email", "password": PASSWORD}),
+            400,
+            "invalid_email",
+        ),
+        (
+            json!({"email": "'; DROP TABLE users; --@x.y", "password": PASSWORD}),
+            400,
+            "invalid_email",
+        ),
+        (
+            json!({"email": "EDSGER@example.com", "password": PASSWORD}),
+            409,
+            "email_taken",
+        ),
+        (
+            json!({"email": "new@example.com", "password": PASSWORD, "admin": true}),
+            400,
+            "invalid_body",
+        ),
+        (json!({"email": "new@example.com"}), 400, "invalid_body"),
+        (
+            json!({"email": "new@example.com", "password": PASSWORD, "name": "n".repeat(201)}),
+            400,
+            "invalid_name",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer, _) = call(
+            &cluster,
+            Method::POST,
+            "/auth/register",
+            None,
+            Some(body.clone()),
+        )
+        .await?;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.len() > 15),
+            "{answer}"
+        );
+        assert!(
+            !answer.to_string().contains(PASSWORD),
+            "no password in an error body"
+        );
+    }
+    let malformed = cluster
+        .http
+        .post(format!("{}/auth/register", cluster.base_url))
+        .header("content-type", "application/json")
+        .body("{\"email\":")
+        .send()
+        .await?;
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(users().await?, before, "nothing was stored");
+
+    // A wrong password and an unknown email answer alike; then failures must wait.
+    for email in ["edsger@example.com", "nobody@example.com"] {
+        let login = json!({"email": email, "password": "wrong wrong wrong"});
+        let (status, body, _) =
+            call(&cluster, Method::POST, "/auth/login", None, Some(login)).await?;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("invalid_credentials")),
+            "{body}"
+        );
+    }
+    let wrong = json!({"email": "edsger@example.com", "password": "wrong wrong wrong"});
+    let mut refused = None;
+    for _ in 0..10 {
+        let (status, body, retry) = call(
+            &cluster,
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(wrong.clone()),
+        )
+        .await?;
+        if status == 429 {
+            assert_eq!(body["error"]["code"], "too_many_failed_logins");
+            refused = retry;
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    let retry: u64 = refused.expect("failed logins slow down").parse()?;
+    assert!((1..=300).contains(&retry), "{retry}");
+    // Even the right password waits now.
+    let right = json!({"email": "edsger@example.com", "password": PASSWORD});
+    let (status, _, _) = call(&cluster, Method::POST, "/auth/login", None, Some(right)).await?;
+    assert_eq!(status, 429);
+    Ok(())
+}
