@@ -100,6 +100,11 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
         ),
         (None, false) => None,
     };
+    if config.auth.fast_password_hash && serves_api {
+        tracing::warn!(
+            "PASSWORD_HASH=fast: passwords are hashed cheaply (for tests); never use it in production"
+        );
+    }
     let keys = pool.clone().map(|pool| {
         let keys = shared::keys::Keys::new(pool);
         match tokens {

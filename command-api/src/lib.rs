@@ -36,6 +36,8 @@ pub struct State {
     /// A password hash checked when a login names an unknown email.
     decoy: Arc<str>,
     throttle: accounts::throttle::Throttle,
+    /// Password hashes computed at once (one per core).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// The parts of configuration command-api uses.
@@ -71,6 +73,9 @@ impl State {
             hasher,
             decoy: hasher.decoy().into(),
             throttle: accounts::throttle::Throttle::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            )),
         }
     }
 }

@@ -222,6 +222,13 @@ impl Config {
     /// Reads configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let config = Self::read(&Env(&lookup))?;
+        if config.auth.jwt_secret.as_deref() == Some(config.hmac_secret.as_str()) {
+            return Err(Error {
+                var: "JWT_SECRET",
+                reason: "is the same as HMAC_SECRET; give each its own (openssl rand -hex 32)"
+                    .into(),
+            });
+        }
         if config.default_timeout_s > config.max_timeout_s {
             return Err(Error {
                 var: "TASK_DEFAULT_TIMEOUT_S",
@@ -550,6 +557,7 @@ mod tests {
             ("JWT_SECRET", "short"),
             ("JWT_EXPIRY_SECONDS", "0"),
             ("PASSWORD_HASH", "md5"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
         ] {
             let err = load(&[(var, value)]).expect_err("invalid");
             assert_eq!(err.var, var, "{err}");

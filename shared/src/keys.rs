@@ -82,6 +82,13 @@ impl Keys {
         }
     }
 
+    /// Marks a session this process just ended as revoked here at once.
+    pub fn session_ended(&self, session: Uuid) {
+        if let Some((_, sessions)) = &self.bearer {
+            sessions.revoked_here(session);
+        }
+    }
+
     /// The tokens sign-in issues, if configured.
     pub fn tokens(&self) -> Option<&Tokens> {
         self.bearer.as_ref().map(|(tokens, _)| tokens.as_ref())

@@ -5,10 +5,11 @@
 //! live, each asked of Postgres once. Until it is loaded, or while its listener is down,
 //! each check asks Postgres.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,8 @@ pub struct Sessions {
     /// How far back revocations matter: the access-token lifetime, plus margin.
     window: Duration,
     revoked: Arc<RwLock<Option<HashSet<Uuid>>>>,
-    live: Arc<RwLock<HashSet<Uuid>>>,
+    /// Sessions found live, with when they expire.
+    live: Arc<RwLock<HashMap<Uuid, DateTime<Utc>>>>,
 }
 
 /// Most live sessions remembered (past it, the set starts over).
@@ -53,27 +55,34 @@ impl Sessions {
             Some(true) => return Ok(false),
             Some(false) => {
                 let live = self.live.read().unwrap_or_else(PoisonError::into_inner);
-                if live.contains(&session) {
-                    return Ok(true);
+                if let Some(expires_at) = live.get(&session) {
+                    return Ok(*expires_at > Utc::now());
                 }
             }
             None => {}
         }
-        let live: Option<(bool,)> = sqlx::query_as(
-            "SELECT revoked_at IS NULL AND expires_at > now() FROM sessions WHERE session_id = $1",
+        let found: Option<(bool, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT revoked_at IS NULL, expires_at FROM sessions WHERE session_id = $1",
         )
         .bind(session)
         .fetch_optional(&self.pool)
         .await?;
-        let live = live.is_some_and(|(live,)| live);
-        if live {
+        let Some((unrevoked, expires_at)) = found else {
+            return Ok(false);
+        };
+        if unrevoked && revoked.is_some() {
             let mut known = self.live.write().unwrap_or_else(PoisonError::into_inner);
             if known.len() >= MAX_LIVE {
                 known.clear();
             }
-            known.insert(session);
+            known.insert(session, expires_at);
         }
-        Ok(live)
+        Ok(unrevoked && expires_at > Utc::now())
+    }
+
+    /// Marks `session` revoked here at once (other processes hear of it from Postgres).
+    pub fn revoked_here(&self, session: Uuid) {
+        self.add(session);
     }
 
     /// Keeps the cache current until `shutdown`.
@@ -99,15 +108,18 @@ impl Sessions {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(CHANNEL).await?;
         self.reload().await?;
+        let mut reload = tokio::time::interval(RELOAD_EVERY);
+        reload.reset();
         loop {
-            match tokio::time::timeout(RELOAD_EVERY, listener.try_recv()).await {
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(Some(notification))) => match notification.payload().parse() {
-                    Ok(session) => self.add(session),
-                    Err(_) => self.reload().await?,
+            tokio::select! {
+                notification = listener.try_recv() => match notification? {
+                    None => return Ok(()),
+                    Some(notification) => match notification.payload().parse() {
+                        Ok(session) => self.add(session),
+                        Err(_) => self.reload().await?,
+                    },
                 },
-                Err(_) => self.reload().await?,
+                _ = reload.tick() => self.reload().await?,
             }
         }
     }
@@ -125,6 +137,10 @@ impl Sessions {
     }
 
     fn add(&self, session: Uuid) {
+        self.live
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&session);
         if let Some(set) = self
             .revoked
             .write()
@@ -137,5 +153,9 @@ impl Sessions {
 
     fn forget(&self) {
         *self.revoked.write().unwrap_or_else(PoisonError::into_inner) = None;
+        self.live
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }

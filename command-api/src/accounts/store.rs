@@ -24,8 +24,8 @@ pub enum RegisterError {
     Db(#[from] sqlx::Error),
 }
 
-/// Stores a user, a tenant named after the email, and the owner membership, in one
-/// transaction.
+/// Stores a user, a tenant named after the email and its id, and the owner membership,
+/// in one transaction.
 pub async fn register(
     pool: &PgPool,
     email: &str,
@@ -48,17 +48,13 @@ pub async fn register(
         return Err(RegisterError::Taken);
     }
     let tenant = Uuid::now_v7();
-    // Tenant names are unique: a tenant already named like the email (made with
-    // `keys create`) leaves this one the email and its id.
-    sqlx::query(
-        "INSERT INTO tenants (tenant_id, name)
-         VALUES ($1, CASE WHEN EXISTS (SELECT 1 FROM tenants WHERE name = $2)
-                          THEN $2 || ' (' || $1::text || ')' ELSE $2 END)",
-    )
-    .bind(tenant)
-    .bind(email)
-    .execute(&mut *tx)
-    .await?;
+    // The name carries the id: an email is not verified, so a tenant named after it alone
+    // could be one an operator later makes keys for (`axontask keys create --tenant`).
+    sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, $2)")
+        .bind(tenant)
+        .bind(format!("{email} ({tenant})"))
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')")
         .bind(tenant)
         .bind(user)

@@ -10,16 +10,16 @@ use shared::tokens::{Subject, TokenError, TokenType, Tokens};
 use uuid::Uuid;
 
 use crate::State;
-use crate::accounts::passwords;
 use crate::accounts::store::{self, RegisterError, Rotation};
+use crate::accounts::{passwords, throttle};
 
 /// Longest email accepted (RFC 5321's path limit).
 const MAX_EMAIL: usize = 254;
 /// Longest display name.
 const MAX_NAME: usize = 200;
 
-/// `POST /auth/register`.
-#[derive(Debug, Deserialize)]
+/// `POST /auth/register` (no `Debug`: it holds a password).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Register {
     email: String,
@@ -27,8 +27,8 @@ pub struct Register {
     name: Option<String>,
 }
 
-/// `POST /auth/login`.
-#[derive(Debug, Deserialize)]
+/// `POST /auth/login` (no `Debug`: it holds a password).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     email: String,
@@ -37,15 +37,15 @@ pub struct Login {
     tenant_id: Option<Uuid>,
 }
 
-/// `POST /auth/refresh`.
-#[derive(Debug, Deserialize)]
+/// `POST /auth/refresh` (no `Debug`: it holds a token).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Refresh {
     refresh_token: String,
 }
 
-/// What register, login and refresh answer.
-#[derive(Debug, Serialize)]
+/// What register, login and refresh answer (no `Debug`: it holds tokens).
+#[derive(Serialize)]
 pub struct Signed {
     user_id: Uuid,
     tenant_id: Uuid,
@@ -82,10 +82,7 @@ fn email(text: &str) -> Result<String, ApiError> {
     } else {
         Err(ApiError::bad_request(
             "invalid_email",
-            format!(
-                "'{}' is not an email address like name@example.com",
-                text.chars().take(80).collect::<String>()
-            ),
+            "the email is not an address like name@example.com (at most 254 characters)",
         ))
     }
 }
@@ -124,10 +121,25 @@ fn signed(tokens: &Tokens, subject: &Subject, refresh: String, now: u64) -> Sign
     }
 }
 
-/// Runs the password hasher off the async threads.
+/// How long a sign-in waits for a free password hasher before answering 503.
+const HASHER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the password hasher off the async threads, a few at a time (each takes 64 MiB).
 async fn blocking<T: Send + 'static>(
+    state: &State,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
+    let busy = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sign_in_busy",
+            "this server is checking as many passwords as it can at once; retry in a few seconds",
+        )
+    };
+    let _permit = tokio::time::timeout(HASHER_WAIT, state.hashing.clone().acquire_owned())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::unavailable("password hasher", e))
@@ -156,7 +168,7 @@ pub async fn register(
     }
     let hasher = state.hasher;
     let password = body.password;
-    let hash = blocking(move || hasher.hash(&password)).await?;
+    let hash = blocking(&state, move || hasher.hash(&password)).await?;
     let registered = match store::register(&state.pool, &email, &hash, name).await {
         Ok(registered) => registered,
         Err(RegisterError::Taken) => {
@@ -189,8 +201,14 @@ pub async fn login(
 ) -> Result<axum::Json<Signed>, ApiError> {
     tokens(&state)?;
     let email = email(&body.email)?;
-    let keys = [format!("email:{email}"), format!("addr:{}", peer.ip())];
-    if let Some(wait) = state.throttle.wait(&keys) {
+    if body.password.len() > passwords::MAX_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_password",
+            "the password is longer than any account's",
+        ));
+    }
+    let keys = [format!("email:{email}"), throttle::address_key(peer.ip())];
+    if let Err(wait) = state.throttle.attempt(&keys) {
         let seconds = wait.as_secs().max(1);
         return Err(ApiError::too_many(
             "too_many_failed_logins",
@@ -198,12 +216,6 @@ pub async fn login(
                 "too many failed logins for this email or from this address; try again in {seconds} s"
             ),
             seconds,
-        ));
-    }
-    if body.password.len() > passwords::MAX_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_password",
-            "the password is longer than any account's",
         ));
     }
     let account = store::account(&state.pool, &email, body.tenant_id)
@@ -215,7 +227,7 @@ pub async fn login(
         None => (String::new(), Some(state.decoy.clone())),
     };
     let password = body.password;
-    let matches = blocking(move || match decoy {
+    let matches = blocking(&state, move || match decoy {
         Some(decoy) => {
             hasher.verify(&password, &decoy);
             false
@@ -224,13 +236,12 @@ pub async fn login(
     })
     .await?;
     let Some(account) = account.filter(|_| matches) else {
-        state.throttle.failed(&keys);
         return Err(unauthorized(
             "invalid_credentials",
             "the email or password is wrong (or the account is not a member of that tenant)",
         ));
     };
-    state.throttle.succeeded(&keys[0]);
+    state.throttle.succeeded(&keys);
     let subject = Subject {
         user: account.user_id,
         tenant: account.tenant_id,
@@ -276,10 +287,13 @@ pub async fn refresh(
             let (refresh, _) = tokens.issue(&subject, TokenType::Refresh, next, now);
             Ok(axum::Json(signed(tokens, &subject, refresh, now)))
         }
-        Rotation::Reused => Err(unauthorized(
-            "refresh_token_reused",
-            "this refresh token was already used; its session is ended for safety (log in again)",
-        )),
+        Rotation::Reused => {
+            state.keys.session_ended(claims.sid);
+            Err(unauthorized(
+                "refresh_token_reused",
+                "this refresh token was already used; its session is ended for safety (log in again)",
+            ))
+        }
         Rotation::Ended => Err(unauthorized(
             "session_ended",
             "the session has ended; log in again",
@@ -293,7 +307,8 @@ pub async fn logout(
     Extract(state): Extract<State>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    if !store::revoke(&state.pool, caller.0.key_id, "logout")
+    let session = caller.0.key_id;
+    if !store::revoke(&state.pool, session, "logout")
         .await
         .map_err(db)?
     {
@@ -303,5 +318,6 @@ pub async fn logout(
              (an API key is revoked with DELETE /api/keys/{id})",
         ));
     }
+    state.keys.session_ended(session);
     Ok(StatusCode::NO_CONTENT)
 }
