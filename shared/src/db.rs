@@ -25,3 +25,31 @@ pub fn envelope_from_row(row: &PgRow) -> Result<Envelope, sqlx::Error> {
         hash_curr: row.try_get("hash_curr")?,
     })
 }
+
+/// Runs `listen` (a cache's `LISTEN` loop) until `shutdown`, again a second after each
+/// time it ends; `forget` empties the cache meanwhile, so readers ask Postgres.
+pub async fn keep_listening<F, Fut>(
+    what: &str,
+    shutdown: tokio_util::sync::CancellationToken,
+    listen: F,
+    forget: impl Fn(),
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), sqlx::Error>>,
+{
+    loop {
+        tokio::select! {
+            result = listen() => {
+                forget();
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "{what} lost its listener; Postgres answers meanwhile");
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

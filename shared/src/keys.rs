@@ -183,21 +183,8 @@ impl Keys {
     }
 
     async fn follow_keys(&self, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                result = self.listen() => {
-                    self.forget();
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "API key cache lost its listener; keys are read from Postgres meanwhile");
-                    }
-                }
-                () = shutdown.cancelled() => return,
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = shutdown.cancelled() => return,
-            }
-        }
+        let listen = || self.listen();
+        crate::db::keep_listening("the API key cache", shutdown, listen, || self.forget()).await;
     }
 
     async fn listen(&self) -> Result<(), sqlx::Error> {

@@ -87,21 +87,8 @@ impl Sessions {
 
     /// Keeps the cache current until `shutdown`.
     pub async fn follow(self, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                result = self.listen() => {
-                    self.forget();
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "session cache lost its listener; sessions are checked in Postgres meanwhile");
-                    }
-                }
-                () = shutdown.cancelled() => return,
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = shutdown.cancelled() => return,
-            }
-        }
+        let listen = || self.listen();
+        crate::db::keep_listening("the session cache", shutdown, listen, || self.forget()).await;
     }
 
     async fn listen(&self) -> Result<(), sqlx::Error> {
