@@ -17,7 +17,7 @@ use async_nats::jetstream::Context;
 use async_nats::jetstream::stream::Stream;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::post;
+use axum::routing::{get, patch, post};
 use shared::keys::Keys;
 use sqlx::PgPool;
 
@@ -95,6 +95,14 @@ pub fn router(state: State) -> Router {
         .route("/auth/login", post(routes::auth::login))
         .route("/auth/refresh", post(routes::auth::refresh))
         .route("/auth/logout", post(routes::auth::logout))
+        .route(
+            "/api/members",
+            get(routes::members::list).post(routes::members::add),
+        )
+        .route(
+            "/api/members/{user_id}",
+            patch(routes::members::change).delete(routes::members::remove),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

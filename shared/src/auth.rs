@@ -18,14 +18,17 @@ pub enum Scope {
     TasksRead,
     /// Start and cancel tasks.
     TasksWrite,
+    /// Manage the tenant: its members (owners and admins, and keys with `*`).
+    Manage,
 }
 
 impl Scope {
     /// The granted scope names that allow this scope.
-    fn granted_by(self) -> [&'static str; 3] {
+    fn granted_by(self) -> &'static [&'static str] {
         match self {
-            Self::TasksRead => ["tasks:read", "tasks:*", "*"],
-            Self::TasksWrite => ["tasks:write", "tasks:*", "*"],
+            Self::TasksRead => &["tasks:read", "tasks:*", "*"],
+            Self::TasksWrite => &["tasks:write", "tasks:*", "*"],
+            Self::Manage => &["*"],
         }
     }
 

@@ -435,3 +435,216 @@ async fn bad_sign_in_input_is_refused_and_failed_logins_slow_down() -> anyhow::R
     assert_eq!(status, 429);
     Ok(())
 }
+
+#[tokio::test]
+async fn owners_and_admins_manage_members_and_roles_take_effect_at_once() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let owner = register(&cluster, "owner@example.com").await?;
+    let other = register(&cluster, "bob@example.com").await?;
+    let owner_token = token(&owner, "access_token").to_owned();
+    let owners = Some(owner_token.as_str());
+    let tenant = owner["tenant_id"].as_str().unwrap_or_default().to_owned();
+    let bob = other["user_id"].as_str().unwrap_or_default().to_owned();
+
+    let add = |email: &str, role: &str| json!({"email": email, "role": role});
+    for (body, status, code) in [
+        (add("nobody@example.com", "viewer"), 404, "user_not_found"),
+        (add("bob@example.com", "emperor"), 400, "invalid_role"),
+        (json!({"email": "bob@example.com"}), 400, "invalid_body"),
+    ] {
+        let (got, answer, _) =
+            call(&cluster, Method::POST, "/api/members", owners, Some(body)).await?;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{answer}"
+        );
+    }
+    let (status, added, _) = call(
+        &cluster,
+        Method::POST,
+        "/api/members",
+        owners,
+        Some(add("BOB@example.com", "viewer")),
+    )
+    .await?;
+    assert_eq!(
+        (status, added["role"].as_str()),
+        (201, Some("viewer")),
+        "{added}"
+    );
+    let (status, body, _) = call(
+        &cluster,
+        Method::POST,
+        "/api/members",
+        owners,
+        Some(add("bob@example.com", "admin")),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_member"))
+    );
+
+    // Bob signs in to the owner's tenant as a viewer: he reads, but neither starts tasks
+    // nor manages members.
+    let login = json!({"email": "bob@example.com", "password": PASSWORD, "tenant_id": tenant});
+    let (status, viewer, _) = call(
+        &cluster,
+        Method::POST,
+        "/auth/login",
+        None,
+        Some(login.clone()),
+    )
+    .await?;
+    assert_eq!(
+        (status, viewer["tenant_id"].as_str()),
+        (200, Some(tenant.as_str())),
+        "{viewer}"
+    );
+    let viewer_token = token(&viewer, "access_token").to_owned();
+    let (status, list, _) = call(
+        &cluster,
+        Method::GET,
+        "/api/members",
+        Some(&viewer_token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200);
+    assert_eq!(list["members"].as_array().map(Vec::len), Some(2));
+    let mock = json!({"name": "x", "adapter": "mock", "args": {"steps": 1}});
+    let (status, body, _) = call(
+        &cluster,
+        Method::POST,
+        "/mcp/start_task",
+        Some(&viewer_token),
+        Some(mock.clone()),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{body}"
+    );
+    let (status, _, _) = call(
+        &cluster,
+        Method::POST,
+        "/api/members",
+        Some(&viewer_token),
+        Some(add("owner@example.com", "viewer")),
+    )
+    .await?;
+    assert_eq!(status, 403);
+
+    // Made a member: his viewer session ends at once; signed in again, he starts tasks.
+    let path = format!("/api/members/{bob}");
+    let (status, _, _) = call(
+        &cluster,
+        Method::PATCH,
+        &path,
+        owners,
+        Some(json!({"role": "member"})),
+    )
+    .await?;
+    assert_eq!(status, 204);
+    let (status, _, _) = call(
+        &cluster,
+        Method::GET,
+        "/api/members",
+        Some(&viewer_token),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 401, "the old role's token is refused");
+    let (_, member, _) = call(
+        &cluster,
+        Method::POST,
+        "/auth/login",
+        None,
+        Some(login.clone()),
+    )
+    .await?;
+    let (status, _, _) = call(
+        &cluster,
+        Method::POST,
+        "/mcp/start_task",
+        Some(token(&member, "access_token")),
+        Some(mock),
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    // An admin manages members but not owners; the last owner cannot go.
+    let (status, _, _) = call(
+        &cluster,
+        Method::PATCH,
+        &path,
+        owners,
+        Some(json!({"role": "admin"})),
+    )
+    .await?;
+    assert_eq!(status, 204);
+    let (_, admin, _) = call(&cluster, Method::POST, "/auth/login", None, Some(login)).await?;
+    let admins = Some(token(&admin, "access_token"));
+    let owner_id = owner["user_id"].as_str().unwrap_or_default();
+    let owner_path = format!("/api/members/{owner_id}");
+    let (status, body, _) = call(&cluster, Method::DELETE, &owner_path, admins, None).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("owners_only")),
+        "{body}"
+    );
+    let (status, body, _) = call(&cluster, Method::DELETE, &owner_path, owners, None).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("last_owner")),
+        "{body}"
+    );
+    let (status, body, _) = call(
+        &cluster,
+        Method::PATCH,
+        &owner_path,
+        owners,
+        Some(json!({"role": "viewer"})),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("last_owner")),
+        "{body}"
+    );
+
+    // Another tenant's member, and nonsense ids: 404 and 400; then Bob is removed.
+    let (status, _, _) = call(
+        &cluster,
+        Method::DELETE,
+        &format!("/api/members/{owner_id}"),
+        Some(token(&other, "access_token")),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 404, "bob's own tenant has no such member");
+    let (status, body, _) =
+        call(&cluster, Method::DELETE, "/api/members/nope", owners, None).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_user_id"))
+    );
+    let (status, _, _) = call(&cluster, Method::DELETE, &path, owners, None).await?;
+    assert_eq!(status, 204);
+    let (status, _, _) = call(&cluster, Method::GET, "/api/members", admins, None).await?;
+    assert_eq!(status, 401, "a removed member's session ends");
+    let (status, list, _) = call(&cluster, Method::GET, "/api/members", owners, None).await?;
+    assert_eq!(
+        (status, list["members"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    // The operator's key (scope *) reads the members of its own tenant only.
+    let (status, list) = cluster.get("/api/members", Some(&cluster.api_key)).await?;
+    assert_eq!(
+        (status, list["members"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    Ok(())
+}

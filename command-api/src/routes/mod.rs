@@ -1,4 +1,5 @@
 //! One module per HTTP resource.
 
 pub mod auth;
+pub mod members;
 pub mod tasks;
