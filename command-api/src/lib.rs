@@ -17,7 +17,7 @@ use async_nats::jetstream::Context;
 use async_nats::jetstream::stream::Stream;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use shared::keys::Keys;
 use sqlx::PgPool;
 
@@ -95,6 +95,11 @@ pub fn router(state: State) -> Router {
         .route("/auth/login", post(routes::auth::login))
         .route("/auth/refresh", post(routes::auth::refresh))
         .route("/auth/logout", post(routes::auth::logout))
+        .route(
+            "/api/keys",
+            get(routes::keys::list).post(routes::keys::create),
+        )
+        .route("/api/keys/{id}", delete(routes::keys::revoke))
         .route(
             "/api/members",
             get(routes::members::list).post(routes::members::add),

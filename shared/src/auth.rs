@@ -20,6 +20,8 @@ pub enum Scope {
     TasksWrite,
     /// Manage the tenant: its members (owners and admins, and keys with `*`).
     Manage,
+    /// Create, list and revoke API keys.
+    Keys,
 }
 
 impl Scope {
@@ -29,6 +31,7 @@ impl Scope {
             Self::TasksRead => &["tasks:read", "tasks:*", "*"],
             Self::TasksWrite => &["tasks:write", "tasks:*", "*"],
             Self::Manage => &["*"],
+            Self::Keys => &["keys:*", "*"],
         }
     }
 
@@ -39,7 +42,22 @@ impl Scope {
 }
 
 /// Scope names a key may be created with.
-pub const SCOPES: [&str; 4] = ["tasks:read", "tasks:write", "tasks:*", "*"];
+pub const SCOPES: [&str; 6] = [
+    "tasks:read",
+    "tasks:write",
+    "tasks:*",
+    "keys:*",
+    "webhooks:*",
+    "*",
+];
+
+/// Whether credentials with `granted` scopes may hand out `scope` (to a new key): no key
+/// gets more than its maker has.
+pub fn covers(granted: &[String], scope: &str) -> bool {
+    granted.iter().any(|g| {
+        g == "*" || g == scope || (g == "tasks:*" && matches!(scope, "tasks:read" | "tasks:write"))
+    })
+}
 
 /// Who is calling: resolved from a valid key.
 #[derive(Debug, Clone)]

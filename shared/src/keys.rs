@@ -5,7 +5,7 @@
 //! the cache's answer stands. Until it is loaded (or while its listener is down), every
 //! lookup asks Postgres.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -57,7 +57,12 @@ pub struct Keys {
     known: Arc<RwLock<Known>>,
     misses: Arc<Mutex<Bucket>>,
     bearer: Option<(Arc<Tokens>, Sessions)>,
+    /// Keys used since `last_used_at` was last written.
+    used: Arc<Mutex<HashSet<Uuid>>>,
 }
+
+/// How often `api_keys.last_used_at` is written (one statement for every key used).
+const USAGE_EVERY: Duration = Duration::from_secs(5);
 
 impl Keys {
     /// A cache over `pool`, empty until [`Keys::follow`] loads it.
@@ -70,6 +75,7 @@ impl Keys {
                 at: Instant::now(),
             })),
             bearer: None,
+            used: Arc::default(),
         }
     }
 
@@ -135,7 +141,7 @@ impl Keys {
         let answer = |source: &'static str| {
             metrics::counter!("axon_key_lookups_total", "source" => source).increment(1);
         };
-        match cached {
+        let principal = match cached {
             Some(Some(principal)) => {
                 answer("cache");
                 Ok(Some(principal))
@@ -149,6 +155,56 @@ impl Keys {
             _ => {
                 answer("postgres");
                 auth::lookup(&self.pool, key).await
+            }
+        }?;
+        if let Some(principal) = &principal {
+            self.used
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(principal.key_id);
+        }
+        Ok(principal)
+    }
+
+    /// Drops a key this process just revoked from its cache at once (the others reload
+    /// on the notification).
+    pub fn key_revoked(&self, key_id: Uuid) {
+        if let Some(keys) = self
+            .known
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            keys.retain(|_, entry| entry.principal.key_id != key_id);
+        }
+    }
+
+    /// Writes `last_used_at` of the keys used, every [`USAGE_EVERY`], until `shutdown`.
+    async fn record_usage(&self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(USAGE_EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let used: Vec<Uuid> =
+                std::mem::take(&mut *self.used.lock().unwrap_or_else(PoisonError::into_inner))
+                    .into_iter()
+                    .collect();
+            if used.is_empty() {
+                continue;
+            }
+            let written =
+                sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)")
+                    .bind(&used)
+                    .execute(&self.pool)
+                    .await;
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "writing keys' last use failed; retrying with the next batch");
+                self.used
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(used);
             }
         }
     }
@@ -169,16 +225,21 @@ impl Keys {
     }
 
     /// Keeps the cache current until `shutdown`: listens for changes, reloads on each and
-    /// every minute; while the listener is down, lookups go to Postgres.
+    /// every minute; while the listener is down, lookups go to Postgres. Also writes the
+    /// keys' `last_used_at` in batches.
     pub async fn follow(self, shutdown: CancellationToken) {
+        let usage = self.record_usage(shutdown.clone());
         match self.bearer.clone() {
             Some((_, sessions)) => {
                 tokio::join!(
                     sessions.follow(shutdown.clone()),
-                    self.follow_keys(shutdown)
+                    self.follow_keys(shutdown),
+                    usage
                 );
             }
-            None => self.follow_keys(shutdown).await,
+            None => {
+                tokio::join!(self.follow_keys(shutdown), usage);
+            }
         }
     }
 

@@ -648,3 +648,152 @@ async fn owners_and_admins_manage_members_and_roles_take_effect_at_once() -> any
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn api_keys_are_made_listed_and_revoked_over_http() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let owner = register(&cluster, "keys@example.com").await?;
+    let owners = Some(token(&owner, "access_token"));
+    let make = |body: Value| call(&cluster, Method::POST, "/api/keys", owners, Some(body));
+    for (body, status, code) in [
+        (
+            json!({"name": "x", "scopes": ["tasks:fly"]}),
+            400,
+            "invalid_scopes",
+        ),
+        (json!({"name": "x", "scopes": []}), 400, "invalid_scopes"),
+        (json!({"name": "", "scopes": ["*"]}), 400, "invalid_name"),
+        (
+            json!({"name": "x", "scopes": ["*"], "expires_at": "2001-01-01T00:00:00Z"}),
+            400,
+            "invalid_expiry",
+        ),
+        (
+            json!({"name": "x", "scopes": ["*"], "expires_at": "soon"}),
+            400,
+            "invalid_body",
+        ),
+    ] {
+        let (got, answer, _) = make(body.clone()).await?;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    let (status, reader, _) = make(json!({"name": "reader", "scopes": ["tasks:read"]})).await?;
+    assert_eq!(status, 201, "{reader}");
+    let reader_key = reader["key"].as_str().unwrap_or_default().to_owned();
+    assert!(reader_key.starts_with("axon_"));
+    let (status, keeper, _) =
+        make(json!({"name": "keeper", "scopes": ["keys:*"], "expires_at": "2999-01-01T00:00:00Z"}))
+            .await?;
+    assert_eq!(status, 201, "{keeper}");
+    let keeper_key = keeper["key"].as_str().unwrap_or_default().to_owned();
+
+    // The reader key reads tasks but cannot start them or touch keys; the keeper cannot
+    // make a key with more than it has.
+    let (status, _) = cluster.get("/mcp/tasks", Some(&reader_key)).await?;
+    assert_eq!(status, 200);
+    let (status, body) = cluster
+        .post(
+            "/mcp/start_task",
+            Some(&reader_key),
+            &json!({"name": "x", "adapter": "mock", "args": {}}),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tasks:write"),
+        "{body}"
+    );
+    let (status, body) = cluster.get("/api/keys", Some(&reader_key)).await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("keys:*"),
+        "{body}"
+    );
+    let (status, body) = cluster
+        .post(
+            "/api/keys",
+            Some(&keeper_key),
+            &json!({"name": "y", "scopes": ["*"]}),
+        )
+        .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("scope_escalation")),
+        "{body}"
+    );
+
+    // The list never shows a key; last use is written within seconds.
+    let (status, list) = cluster.get("/api/keys", Some(&keeper_key)).await?;
+    assert_eq!(status, 200);
+    assert!(!list.to_string().contains(&reader_key) && !list.to_string().contains("key_hash"));
+    let names: Vec<&str> = list["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert_eq!(names, ["keeper", "reader"]);
+    let reader_id = reader["id"].as_str().unwrap_or_default().to_owned();
+    let deadline = tokio::time::Instant::now() + e2e::PATIENCE;
+    loop {
+        let (_, list) = cluster.get("/api/keys", Some(&keeper_key)).await?;
+        let used = list["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| k["id"] == reader_id.as_str());
+        if used.is_some_and(|k| k["last_used_at"].is_string()) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "last_used_at was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // Revoked: refused at once; another tenant's key is a 404 here.
+    let (status, _, _) = call(
+        &cluster,
+        Method::DELETE,
+        &format!("/api/keys/{reader_id}"),
+        owners,
+        None,
+    )
+    .await?;
+    assert_eq!(status, 204);
+    let (status, body) = cluster.get("/mcp/tasks", Some(&reader_key)).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    let (_, theirs) = cluster.get("/api/keys", Some(&cluster.api_key)).await?;
+    let their_id = theirs["keys"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for path in [format!("/api/keys/{their_id}"), "/api/keys/nope".to_owned()] {
+        let (status, body, _) = call(&cluster, Method::DELETE, &path, owners, None).await?;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("key_not_found")),
+            "{path}"
+        );
+    }
+    let (status, _) = cluster.get("/mcp/tasks", Some(&cluster.api_key)).await?;
+    assert_eq!(status, 200, "the other tenant's key still works");
+    Ok(())
+}

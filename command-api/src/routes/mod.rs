@@ -1,5 +1,6 @@
 //! One module per HTTP resource.
 
 pub mod auth;
+pub mod keys;
 pub mod members;
 pub mod tasks;
