@@ -4,6 +4,7 @@
 //! comes from the environment.
 
 mod cli;
+mod headers;
 mod health;
 mod http_server;
 mod keys;

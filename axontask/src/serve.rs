@@ -213,6 +213,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
     let app = app
         .fallback(shared::http::route_not_found)
         .method_not_allowed_fallback(shared::http::method_not_allowed);
+    let app = crate::headers::wrap(app, &config.http.cors_origins);
 
     let listener = TcpListener::bind((config.api_host, config.api_port))
         .await

@@ -130,7 +130,7 @@ pub struct McpConfig {
 }
 
 /// What one process's HTTP server allows.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpLimits {
     /// `HTTP_HEADER_READ_TIMEOUT_S` (default 10): time for a request's headers to arrive
     /// before the connection is closed.
@@ -138,6 +138,9 @@ pub struct HttpLimits {
     /// `HTTP_MAX_CONNECTIONS` (default 20000): connections open at once; more wait in the
     /// listen queue.
     pub max_connections: usize,
+    /// `CORS_ALLOWED_ORIGINS` (default none): comma-separated browser origins
+    /// (`https://app.example.com`) allowed to call the API cross-origin.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
 }
 
 /// How long JetStream keeps messages (applied when a role starts).
@@ -263,6 +266,23 @@ impl Config {
                     env.positive("HTTP_HEADER_READ_TIMEOUT_S", 10)?,
                 ),
                 max_connections: env.positive("HTTP_MAX_CONNECTIONS", 20_000)?,
+                cors_origins: env
+                    .list("CORS_ALLOWED_ORIGINS", "")
+                    .iter()
+                    .map(|origin| {
+                        let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                            && !origin.ends_with('/');
+                        axum::http::HeaderValue::from_str(origin)
+                            .ok()
+                            .filter(|_| valid)
+                            .ok_or_else(|| Error {
+                                var: "CORS_ALLOWED_ORIGINS",
+                                reason: format!(
+                                    "'{origin}' is not an origin like https://app.example.com (scheme and host, no path)"
+                                ),
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
             },
             streams: StreamLimits {
                 axon_max_age: Duration::from_secs(env.positive(
@@ -555,6 +575,8 @@ mod tests {
                 "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo,nope",
             ),
             ("JWT_SECRET", "short"),
+            ("CORS_ALLOWED_ORIGINS", "app.example.com"),
+            ("CORS_ALLOWED_ORIGINS", "https://app.example.com/"),
             ("JWT_EXPIRY_SECONDS", "0"),
             ("PASSWORD_HASH", "md5"),
             ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),

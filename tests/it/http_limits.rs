@@ -1,5 +1,5 @@
 //! Limits of the HTTP front: open SSE streams per tenant, the header-read timeout, and the
-//! cap on open connections.
+//! cap on open connections; and the headers every response carries.
 
 use std::time::Duration;
 
@@ -208,5 +208,88 @@ async fn a_flood_of_made_up_keys_barely_reaches_postgres_and_revocation_still_wo
         .execute(&cluster.pg().await?)
         .await?;
     e2e::eventually(|| async { served(fresh.clone()).await == 401 }).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_response_has_security_headers_and_cors_follows_its_setting() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options {
+        env: vec![("CORS_ALLOWED_ORIGINS", "https://app.example.com")],
+        ..Options::default()
+    })
+    .await?;
+    for path in [
+        "/healthz",
+        "/mcp/tasks",
+        "/no/such/route",
+        "/.well-known/axontask/keys",
+    ] {
+        let response = cluster
+            .http
+            .get(format!("{}{path}", cluster.base_url))
+            .send()
+            .await?;
+        let headers = response.headers();
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            (
+                "content-security-policy",
+                "default-src 'none'; frame-ancestors 'none'",
+            ),
+        ] {
+            assert_eq!(
+                headers.get(name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "{path}: {name}"
+            );
+        }
+        let cache = headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let expected = if path.starts_with("/.well-known") {
+            "public, max-age=60"
+        } else {
+            "no-store"
+        };
+        assert_eq!(cache, expected, "{path}");
+    }
+    let preflight = |origin: &'static str| {
+        cluster
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/mcp/start_task", cluster.base_url),
+            )
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await?;
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example.com")
+    );
+    let methods = allowed
+        .headers()
+        .get("access-control-allow-methods")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    let other = preflight("https://evil.example").await?;
+    assert!(
+        other.headers().get("access-control-allow-origin").is_none(),
+        "another origin gets no CORS grant"
+    );
     Ok(())
 }
