@@ -8,14 +8,13 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Request headers a browser may send cross-origin.
-const ALLOWED_HEADERS: [&str; 7] = [
+const ALLOWED_HEADERS: [&str; 6] = [
     "authorization",
     "content-type",
     "x-api-key",
     "last-event-id",
     "mcp-session-id",
     "mcp-protocol-version",
-    "idempotency-key",
 ];
 /// Response headers a browser script may read.
 const EXPOSED_HEADERS: [&str; 5] = [
