@@ -130,6 +130,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 default_timeout_s: config.default_timeout_s,
                 max_timeout_s: config.max_timeout_s,
                 fast_password_hash: config.auth.fast_password_hash,
+                ack_wait: config.worker.ack_wait,
             },
         ))
     };

@@ -7,6 +7,7 @@
 //! [`cancel_task`] for other front ends (the MCP server) that authenticate on their own.
 
 pub mod accounts;
+mod queues;
 mod routes;
 
 pub use routes::tasks::{StartTask, Started, cancel_task, start_task};
@@ -38,6 +39,8 @@ pub struct State {
     throttle: accounts::throttle::Throttle,
     /// Password hashes computed at once (one per core).
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Tenants whose work-queue consumer exists.
+    queues: queues::Queues,
 }
 
 /// The parts of configuration command-api uses.
@@ -57,6 +60,9 @@ pub struct Settings {
     pub max_timeout_s: u32,
     /// Cheap password hashes, for tests (`PASSWORD_HASH=fast`).
     pub fast_password_hash: bool,
+    /// How long a worker keeps a start command unacked (`WORKER_ACK_WAIT_S`): part of the
+    /// tenant consumers' config.
+    pub ack_wait: std::time::Duration,
 }
 
 impl State {
@@ -76,6 +82,7 @@ impl State {
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, usize::from),
             )),
+            queues: queues::Queues::default(),
         }
     }
 }

@@ -77,6 +77,7 @@ pub async fn start(backend: &Backend, caller: &Principal, args: Option<JsonObjec
         args: args.args.unwrap_or_else(|| json!({})),
         timeout_s: args.timeout_s,
         idempotency_key: args.idempotency_key,
+        priority: args.priority,
     };
     let started = command_api::start_task(&backend.commands, caller, body).await?;
     Ok(success(
@@ -238,6 +239,7 @@ pub async fn run(
         args: args.args.unwrap_or_else(|| json!({})),
         timeout_s: args.timeout_s,
         idempotency_key: Some(format!("mcp-run:{}", call.call_id)),
+        priority: args.priority,
     };
     let started = command_api::start_task(&backend.commands, caller, body).await?;
     let task = started.task_id;

@@ -41,6 +41,8 @@ pub struct StartArgs {
     pub timeout_s: Option<u32>,
     /// The same key always means the same task: a retried start starts nothing new.
     pub idempotency_key: Option<String>,
+    /// 0 to 9 (default 4): among your waiting tasks, higher runs sooner.
+    pub priority: Option<u8>,
 }
 
 /// `run_task`.
@@ -57,6 +59,8 @@ pub struct RunArgs {
     pub args: Option<Value>,
     /// Seconds before the task is stopped and ends as `timeout`.
     pub timeout_s: Option<u32>,
+    /// 0 to 9 (default 4): among your waiting tasks, higher runs sooner.
+    pub priority: Option<u8>,
 }
 
 /// Tools that take only a task.

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod keys;
 pub mod names;
 pub mod nats;
+pub mod queue;
 pub mod resume;
 pub mod sessions;
 pub mod task;

@@ -15,10 +15,6 @@ pub const AXON_LOG_SUBJECTS: [&str; 1] = ["axon.log.>"];
 pub const STREAM_AXON_HEADS: &str = "AXON_HEADS";
 /// Subjects of stream `AXON_HEADS`.
 pub const AXON_HEADS_SUBJECTS: [&str; 1] = ["axon.loghead.>"];
-/// Filter of the workers' shared consumer: every start command.
-pub const START_FILTER: &str = "axon.cmd.*.*.start";
-/// The workers' shared durable pull consumer.
-pub const WORKER_CONSUMER: &str = "workers";
 
 /// Where command-api publishes a start command.
 pub fn start_subject(tenant: TenantId, task: TaskId) -> String {

@@ -89,6 +89,23 @@ async fn bad_requests_get_clear_errors_and_change_nothing() -> anyhow::Result<()
         400,
         "invalid_timeout",
     );
+    for priority in [json!(10), json!(-1), json!("high"), json!(1.5)] {
+        let (status, body) =
+            start(json!({"name": "x", "adapter": "mock", "priority": priority})).await?;
+        assert_eq!(status, 400, "{priority}: {body}");
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        assert!(
+            ["invalid_priority", "invalid_body"].contains(&code),
+            "{priority}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("priority"),
+            "{priority}: {body}"
+        );
+    }
     let huge = json!({"name": "x", "adapter": "mock", "args": {"message": "x".repeat(100 * 1024)}});
     assert_error(start(huge).await?, 413, "body_too_large");
 

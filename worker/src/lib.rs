@@ -1,5 +1,6 @@
-//! worker: runs tasks. Workers share one durable pull consumer on start commands; each
-//! takes only as many commands as it has free slots, runs each through its adapter,
+//! worker: runs tasks. Each tenant's start commands wait in a durable pull consumer of its
+//! own (`shared::queue`); a worker takes one command per free slot, tenants in turn
+//! ([`fair`]), runs each through its adapter,
 //! publishes the events to `axon.evt.*`, keeps the command in progress while it runs and
 //! acks it only after JetStream stored the terminal event.
 //!
@@ -9,27 +10,25 @@
 pub mod adapters;
 mod attempt;
 pub mod emitter;
+mod fair;
 pub mod sandbox;
+mod tenants;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::Context;
 use async_nats::jetstream::stream::Stream;
-use async_nats::jetstream::{AckKind, Context};
-use futures::StreamExt;
 use shared::config::WorkerConfig;
 use shared::ids::TaskId;
-use shared::names;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long one pull request waits for commands.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
-/// Pause after a failed pull (NATS unreachable).
-const RETRY: Duration = Duration::from_secs(1);
+/// How long start commands taken for free slots may wait for one before they are handed
+/// back for other workers.
+const HOLD: Duration = Duration::from_secs(2);
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -69,27 +68,13 @@ pub struct Settings {
     pub tuning: WorkerConfig,
 }
 
-/// The shared durable consumer of start commands.
-fn consumer_config(tuning: &WorkerConfig) -> pull::Config {
-    pull::Config {
-        durable_name: Some(names::WORKER_CONSUMER.to_owned()),
-        filter_subject: names::START_FILTER.to_owned(),
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: tuning.ack_wait,
-        max_ack_pending: 10_000,
-        ..Default::default()
-    }
-}
-
 /// A worker process's consumer loop.
 pub struct Worker {
     ctx: Env,
-    consumer: PullConsumer,
 }
 
 impl Worker {
-    /// Prepares the shell sandbox (if shell is enabled) and creates (or updates) the
-    /// shared durable consumer.
+    /// Prepares the shell sandbox (if shell is enabled).
     pub async fn create(
         client: async_nats::Client,
         js: Context,
@@ -103,10 +88,6 @@ impl Worker {
         } else {
             None
         };
-        let consumer = axon
-            .create_consumer(consumer_config(&settings.tuning))
-            .await
-            .map_err(shared::nats::Error::nats)?;
         Ok(Self {
             ctx: Env {
                 client,
@@ -117,7 +98,6 @@ impl Worker {
                 acks: emitter::AckBudget::default(),
                 sandbox,
             },
-            consumer,
         })
     }
 
@@ -141,84 +121,42 @@ impl Worker {
         running: &TaskTracker,
         shutdown: &CancellationToken,
     ) {
-        let mut consumer = self.consumer.clone();
+        let heard = tenants::Heard::default();
+        running.spawn(tenants::listen(
+            self.ctx.client.clone(),
+            self.ctx.axon.clone(),
+            heard.clone(),
+            shutdown.clone(),
+        ));
+        let mut fair = fair::Fair::new(self.ctx.axon.clone(), self.ctx.settings.tuning.ack_wait);
         loop {
-            let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                () = shutdown.cancelled() => return,
-            };
-            let mut permit = Some(first);
-            let pulled = consumer
-                .batch()
-                .max_messages(slots.available_permits() + 1)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match pulled {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot pull start commands; retrying");
-                    if !self.pause_and_renew(&mut consumer, shutdown).await {
+            let slot = loop {
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => break slot.expect("the semaphore is never closed"),
+                    // No slot freed in a while: another worker may run what this one took.
+                    () = tokio::time::sleep(HOLD), if fair.holds() => fair.release().await,
+                    () = shutdown.cancelled() => {
+                        fair.release().await;
                         return;
                     }
-                    continue;
                 }
             };
-            let mut failed = false;
-            loop {
-                let next = tokio::select! {
-                    next = batch.next() => next,
-                    () = shutdown.cancelled() => return,
-                };
-                let message = match next {
-                    None => break,
-                    Some(Ok(message)) => message,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "pull request failed");
-                        failed = true;
-                        break;
-                    }
-                };
-                if shutdown.is_cancelled() {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
-                    continue;
+            let message = loop {
+                fair.hear(heard.take()).await;
+                if let Some(message) = fair.next().await {
+                    break message;
                 }
-                let slot = match permit.take() {
-                    Some(slot) => slot,
-                    None => slots.clone().acquire_owned().await.expect("never closed"),
-                };
-                let ctx = self.ctx.clone();
-                let shutdown = shutdown.clone();
-                running.spawn(async move {
-                    attempt::run(ctx, message, shutdown).await;
-                    drop(slot);
-                });
-            }
-            if failed && !self.pause_and_renew(&mut consumer, shutdown).await {
-                return;
-            }
+                tokio::select! {
+                    () = heard.wait() => {}
+                    () = shutdown.cancelled() => return,
+                }
+            };
+            let ctx = self.ctx.clone();
+            let shutdown = shutdown.clone();
+            running.spawn(async move {
+                attempt::run(ctx, message, shutdown).await;
+                drop(slot);
+            });
         }
-    }
-
-    /// After a failed pull: waits a moment, then makes the consumer again (the stream may
-    /// have been created anew, taking its consumers with it; making it is idempotent).
-    /// False when the worker is shutting down.
-    async fn pause_and_renew(
-        &self,
-        consumer: &mut PullConsumer,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(RETRY) => {}
-            () = shutdown.cancelled() => return false,
-        }
-        let config = consumer_config(&self.ctx.settings.tuning);
-        match self.ctx.axon.create_consumer(config).await {
-            Ok(renewed) => *consumer = renewed,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot make the start-command consumer; retrying")
-            }
-        }
-        true
     }
 }

@@ -11,7 +11,7 @@ use shared::events::wire::{CancelCommand, StartCommand};
 use shared::http::{ApiError, Caller, Json, TaskPath};
 use shared::ids::{TaskId, TenantId};
 use shared::task::TaskState;
-use shared::{adapters, names, resume};
+use shared::{adapters, names, queue, resume};
 
 use crate::{Settings, State};
 
@@ -35,6 +35,8 @@ pub struct StartTask {
     pub timeout_s: Option<u32>,
     /// Makes a retried start one task.
     pub idempotency_key: Option<String>,
+    /// 0 to 9 (default 4): among this tenant's waiting tasks, higher runs sooner.
+    pub priority: Option<u8>,
 }
 
 fn empty_object() -> Value {
@@ -103,6 +105,16 @@ fn validate(body: &StartTask, settings: &Settings) -> Result<(), ApiError> {
             ),
         ));
     }
+    if body.priority.is_some_and(|p| p > queue::MAX_PRIORITY) {
+        return Err(ApiError::bad_request(
+            "invalid_priority",
+            format!(
+                "priority must be 0 to {} (higher runs sooner; default {})",
+                queue::MAX_PRIORITY,
+                queue::DEFAULT_PRIORITY
+            ),
+        ));
+    }
     if body
         .idempotency_key
         .as_ref()
@@ -163,15 +175,24 @@ pub async fn start_task(
         timeout_s: Some(body.timeout_s.unwrap_or(state.settings.default_timeout_s)),
         idempotency_key: body.idempotency_key,
         max_attempts: state.settings.max_attempts,
+        priority: body.priority.unwrap_or(queue::DEFAULT_PRIORITY),
     };
+    state
+        .queues
+        .ensure(&state.axon, tenant, state.settings.ack_wait)
+        .await?;
+    let mut headers = command_headers(task_id.to_string(), Some(0));
+    headers.insert(
+        queue::PRIORITY_HEADER,
+        command.priority.to_string().as_str(),
+    );
     // Create-only: JetStream stores the start only if its subject (one per task) has none,
     // so a retry long after the dedup window, while the projector lags, is still one task.
     publish(
         state,
         names::start_subject(tenant, task_id),
-        task_id.to_string(),
+        headers,
         &command,
-        Some(0),
     )
     .await?;
     Ok(answer)
@@ -221,13 +242,12 @@ pub async fn cancel_task(state: &State, tenant: TenantId, task_id: TaskId) -> Re
         tenant_id: tenant,
         ts: shared::time::now_ts(),
     };
-    let msg_id = format!("{task_id}:cancel");
+    let headers = command_headers(format!("{task_id}:cancel"), None);
     publish(
         state,
         names::cancel_subject(tenant, task_id),
-        msg_id,
+        headers,
         &command,
-        None,
     )
     .await
 }
@@ -248,17 +268,9 @@ async fn stored_state(
     Ok(row.and_then(|(name,)| TaskState::parse(&name)))
 }
 
-/// Publishes a command and waits for JetStream to store it (deduplicated by `msg_id`).
-/// With `expected_last` JetStream stores it only if that is the last sequence on its
-/// subject (0: none); a refusal means the command is there already, which is success.
-async fn publish<T: Serialize>(
-    state: &State,
-    subject: String,
-    msg_id: String,
-    command: &T,
-    expected_last: Option<u64>,
-) -> Result<(), ApiError> {
-    let payload = serde_json::to_vec(command).map_err(|e| ApiError::unavailable("encoder", e))?;
+/// A command's headers: deduplicated by `msg_id`; with `expected_last` JetStream stores
+/// it only if that is the last sequence on its subject (0: none).
+fn command_headers(msg_id: String, expected_last: Option<u64>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::NATS_MESSAGE_ID, msg_id.as_str());
     if let Some(last) = expected_last {
@@ -267,6 +279,18 @@ async fn publish<T: Serialize>(
             last.to_string().as_str(),
         );
     }
+    headers
+}
+
+/// Publishes a command and waits for JetStream to store it. A refusal for the expected
+/// last sequence means the command is there already, which is success.
+async fn publish<T: Serialize>(
+    state: &State,
+    subject: String,
+    headers: HeaderMap,
+    command: &T,
+) -> Result<(), ApiError> {
+    let payload = serde_json::to_vec(command).map_err(|e| ApiError::unavailable("encoder", e))?;
     let ack = state
         .js
         .publish_with_headers(subject, headers, payload.into())
@@ -291,6 +315,7 @@ mod tests {
             args,
             timeout_s: None,
             idempotency_key: None,
+            priority: None,
         }
     }
 
@@ -303,6 +328,7 @@ mod tests {
             default_timeout_s: 60,
             max_timeout_s: 600,
             fast_password_hash: true,
+            ack_wait: std::time::Duration::from_secs(30),
         }
     }
 

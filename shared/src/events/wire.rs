@@ -51,6 +51,14 @@ pub struct StartCommand {
     pub idempotency_key: Option<String>,
     /// How many times workers may run the task before it fails for lost workers.
     pub max_attempts: u32,
+    /// 0 to 9, higher sooner among the tenant's waiting tasks (also in the
+    /// `Axon-Priority` header, which workers read without parsing the command).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+}
+
+fn default_priority() -> u8 {
+    crate::queue::DEFAULT_PRIORITY
 }
 
 /// `axon.cmd.{tenant}.{task}.cancel`: published by command-api.

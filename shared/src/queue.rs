@@ -1,0 +1,88 @@
+//! The work queue: one durable pull consumer per tenant on that tenant's start commands,
+//! so workers can take tenants in turn and a tenant with a long queue delays nobody else.
+//!
+//! command-api makes a tenant's consumer before it publishes the tenant's first start;
+//! workers make it again when they hear of the tenant (both idempotent, same config).
+//! Consumers deliver from the start of `AXON`, so a consumer made late misses nothing.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+
+use crate::ids::TenantId;
+
+/// The header of a start command that carries its priority.
+pub const PRIORITY_HEADER: &str = "Axon-Priority";
+/// The priority of a task started without one.
+pub const DEFAULT_PRIORITY: u8 = 4;
+/// The highest priority; higher runs sooner.
+pub const MAX_PRIORITY: u8 = 9;
+/// Subjects every start command is published on (workers hear of new work here).
+pub const START_FILTER: &str = "axon.cmd.*.*.start";
+/// Names of the tenant consumers: this prefix, then the tenant id.
+const PREFIX: &str = "workers-";
+
+/// The name of `tenant`'s consumer.
+pub fn consumer_name(tenant: TenantId) -> String {
+    format!("{PREFIX}{tenant}")
+}
+
+/// The tenant whose consumer is named `name`, if it is one.
+pub fn tenant_of(name: &str) -> Option<TenantId> {
+    name.strip_prefix(PREFIX)?.parse().ok()
+}
+
+/// The tenant of a start command's subject (`axon.cmd.{tenant}.{task}.start`).
+pub fn tenant_of_subject(subject: &str) -> Option<TenantId> {
+    subject.split('.').nth(2)?.parse().ok()
+}
+
+/// The config of `tenant`'s consumer; `ack_wait` is `WORKER_ACK_WAIT_S`.
+pub fn consumer_config(tenant: TenantId, ack_wait: Duration) -> pull::Config {
+    pull::Config {
+        durable_name: Some(consumer_name(tenant)),
+        filter_subject: format!("axon.cmd.{tenant}.*.start"),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
+/// The priority a start command carries (the default when it has none or a bad one).
+pub fn priority(headers: Option<&HeaderMap>) -> u8 {
+    headers
+        .and_then(|h| h.get(PRIORITY_HEADER))
+        .and_then(|v| v.as_str().parse::<u8>().ok())
+        .filter(|p| *p <= MAX_PRIORITY)
+        .unwrap_or(DEFAULT_PRIORITY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_subjects_name_their_tenant() {
+        let tenant = TenantId(uuid::Uuid::now_v7());
+        assert_eq!(tenant_of(&consumer_name(tenant)), Some(tenant));
+        assert_eq!(tenant_of("workers"), None);
+        assert_eq!(tenant_of("projector-1"), None);
+        let subject = crate::names::start_subject(tenant, crate::ids::TaskId::new());
+        assert_eq!(tenant_of_subject(&subject), Some(tenant));
+        assert_eq!(tenant_of_subject("axon.cmd.x"), None);
+    }
+
+    #[test]
+    fn priority_is_read_or_defaulted() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(priority(None), DEFAULT_PRIORITY);
+        assert_eq!(priority(Some(&headers)), DEFAULT_PRIORITY);
+        headers.insert(PRIORITY_HEADER, "9");
+        assert_eq!(priority(Some(&headers)), 9);
+        headers.insert(PRIORITY_HEADER, "10");
+        assert_eq!(priority(Some(&headers)), DEFAULT_PRIORITY);
+    }
+}
