@@ -165,6 +165,18 @@ impl Cluster {
             ),
             ("JWT_SECRET", crate::JWT_SECRET.to_owned()),
             ("PASSWORD_HASH", "fast".to_owned()),
+            // Keys of `keys create` are on plan entry, sign-ups on trial: high enough for
+            // every test but the ones about limits, which set their own.
+            ("ENTRY_RATE_PER_S", "100000".to_owned()),
+            ("ENTRY_TENANT_RATE_PER_S", "100000".to_owned()),
+            ("ENTRY_CONCURRENCY", "10000".to_owned()),
+            ("ENTRY_TASKS_PER_DAY", "10000000".to_owned()),
+            ("ENTRY_SSE_STREAMS", "100000".to_owned()),
+            ("ENTRY_MAX_TIMEOUT_S", "604800".to_owned()),
+            ("TRIAL_RATE_PER_S", "100000".to_owned()),
+            ("TRIAL_TENANT_RATE_PER_S", "100000".to_owned()),
+            ("TRIAL_CONCURRENCY", "10000".to_owned()),
+            ("AUTH_RATE_PER_MIN", "100000".to_owned()),
             ("API_HOST", "127.0.0.1".to_owned()),
             ("ADAPTERS_ENABLED", options.adapters.to_owned()),
             ("WORKER_ACK_WAIT_S", "2".to_owned()),

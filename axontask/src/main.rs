@@ -8,6 +8,7 @@ mod headers;
 mod health;
 mod http_server;
 mod keys;
+mod limits;
 mod nats_user;
 mod serve;
 mod verify;

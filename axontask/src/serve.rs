@@ -25,9 +25,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
     let (nats, js) = shared::nats::connect(&config.nats_url, "axontask").await?;
     let streams = shared::nats::ensure_streams(&js, config.streams).await?;
     let needs_postgres = roles.iter().any(|r| *r != Role::Worker);
-    let needs_redis = roles
-        .iter()
-        .any(|r| matches!(r, Role::QueryApi | Role::Mcp | Role::Projector));
+    let needs_redis = roles.iter().any(|r| *r != Role::Worker);
     let pool = match (needs_postgres, &config.database_url) {
         (false, _) => None,
         (true, None) => {
@@ -45,7 +43,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
     let redis = match (needs_redis, &config.redis_url) {
         (false, _) => None,
         (true, None) => {
-            bail!("REDIS_URL is not set; query-api, mcp and projector need it (see .env.example)")
+            bail!("REDIS_URL is not set; every role but worker needs it (see .env.example)")
         }
         (true, Some(url)) => {
             let client = redis::Client::open(url.as_str()).context("REDIS_URL")?;
@@ -117,8 +115,12 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
     {
         tracker.spawn(keys.clone().follow(shutdown.child_token()));
     }
+    let plans = keys
+        .as_ref()
+        .map(|keys| shared::plans::Plans::new(keys.pool().clone()));
+    let limits_on = serves_api && config.limits.enabled;
     let commands = || -> anyhow::Result<command_api::State> {
-        Ok(command_api::State::new(
+        let state = command_api::State::new(
             given(&keys, "DATABASE_URL")?,
             js.clone(),
             streams.axon.clone(),
@@ -132,7 +134,16 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 fast_password_hash: config.auth.fast_password_hash,
                 ack_wait: config.worker.ack_wait,
             },
-        ))
+        );
+        if !limits_on {
+            return Ok(state);
+        }
+        let quotas = command_api::quotas::Quotas::new(
+            given(&plans, "DATABASE_URL")?,
+            given(&redis, "REDIS_URL")?.1,
+            config.limits.clone(),
+        );
+        Ok(state.with_quotas(quotas))
     };
     // One query-api state (and one Redis fan-in hub) serves both the HTTP reads and MCP.
     let query_state = std::cell::OnceCell::<query_api::State>::new();
@@ -153,6 +164,15 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
             shutdown.child_token(),
             config.receipts.verify_keys.clone(),
         );
+        tracker.spawn(
+            state
+                .usage()
+                .flush_every_second(given(&pool, "DATABASE_URL")?, shutdown.child_token()),
+        );
+        let state = match &plans {
+            Some(plans) if limits_on => state.with_limits(plans.clone(), config.limits.clone()),
+            _ => state,
+        };
         Ok(query_state.get_or_init(|| state).clone())
     };
     for role in roles {
@@ -210,6 +230,18 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 });
             }
         }
+    }
+    if limits_on {
+        let limits = crate::limits::RateLimits {
+            keys: given(&keys, "DATABASE_URL")?,
+            plans: given(&plans, "DATABASE_URL")?,
+            limiter: shared::ratelimit::Limiter::new(given(&redis, "REDIS_URL")?.1),
+            config: config.limits.clone(),
+        };
+        app = app.layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::limits::limit,
+        ));
     }
     let app = app
         .fallback(shared::http::route_not_found)

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 mod queues;
+pub mod quotas;
 mod routes;
 
 pub use routes::tasks::{StartTask, Started, cancel_task, start_task};
@@ -41,6 +42,8 @@ pub struct State {
     hashing: Arc<tokio::sync::Semaphore>,
     /// Tenants whose work-queue consumer exists.
     queues: queues::Queues,
+    /// Quotas by plan (none when `LIMITS_ENABLED=false`).
+    quotas: Option<quotas::Quotas>,
 }
 
 /// The parts of configuration command-api uses.
@@ -83,6 +86,15 @@ impl State {
                 std::thread::available_parallelism().map_or(2, usize::from),
             )),
             queues: queues::Queues::default(),
+            quotas: None,
+        }
+    }
+
+    /// The same state, checking starts against `quotas`.
+    pub fn with_quotas(self, quotas: quotas::Quotas) -> Self {
+        Self {
+            quotas: Some(quotas),
+            ..self
         }
     }
 }

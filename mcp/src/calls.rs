@@ -78,6 +78,7 @@ pub async fn start(backend: &Backend, caller: &Principal, args: Option<JsonObjec
         timeout_s: args.timeout_s,
         idempotency_key: args.idempotency_key,
         priority: args.priority,
+        queue_if_busy: args.queue_if_busy,
     };
     let started = command_api::start_task(&backend.commands, caller, body).await?;
     Ok(success(
@@ -240,6 +241,7 @@ pub async fn run(
         timeout_s: args.timeout_s,
         idempotency_key: Some(format!("mcp-run:{}", call.call_id)),
         priority: args.priority,
+        queue_if_busy: args.queue_if_busy,
     };
     let started = command_api::start_task(&backend.commands, caller, body).await?;
     let task = started.task_id;

@@ -43,6 +43,10 @@ pub struct StartArgs {
     pub idempotency_key: Option<String>,
     /// 0 to 9 (default 4): among your waiting tasks, higher runs sooner.
     pub priority: Option<u8>,
+    /// When your plan's concurrent tasks are all taken: wait in the queue (true) instead
+    /// of an error.
+    #[serde(default)]
+    pub queue_if_busy: bool,
 }
 
 /// `run_task`.
@@ -61,6 +65,10 @@ pub struct RunArgs {
     pub timeout_s: Option<u32>,
     /// 0 to 9 (default 4): among your waiting tasks, higher runs sooner.
     pub priority: Option<u8>,
+    /// When your plan's concurrent tasks are all taken: wait in the queue (true) instead
+    /// of an error.
+    #[serde(default)]
+    pub queue_if_busy: bool,
 }
 
 /// Tools that take only a task.

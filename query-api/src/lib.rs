@@ -13,6 +13,7 @@ pub mod reads;
 mod routes;
 pub mod status;
 pub mod streams;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -47,6 +48,10 @@ pub struct State {
     receipt_keys: audit::PublishedKeys,
     /// Verdicts computed at once ([`audit::VERIFICATIONS`] at most).
     verifications: Arc<tokio::sync::Semaphore>,
+    /// Stream usage not yet written.
+    usage: usage::Usage,
+    /// Plans and their SSE quota (none when `LIMITS_ENABLED=false`).
+    limits: Option<(shared::plans::Plans, shared::plans::LimitsConfig)>,
 }
 
 impl State {
@@ -76,7 +81,26 @@ impl State {
             hmac_secret: hmac_secret.into(),
             streams: streams::OpenStreams::new(max_streams),
             shutdown,
+            usage: usage::Usage::default(),
+            limits: None,
         }
+    }
+
+    /// The same state, holding each tenant to its plan's SSE streams.
+    pub fn with_limits(
+        self,
+        plans: shared::plans::Plans,
+        config: shared::plans::LimitsConfig,
+    ) -> Self {
+        Self {
+            limits: Some((plans, config)),
+            ..self
+        }
+    }
+
+    /// Stream usage, to be written by [`usage::Usage::flush_every_second`] (spawn it once).
+    pub fn usage(&self) -> usage::Usage {
+        self.usage.clone()
     }
 }
 
@@ -108,6 +132,7 @@ pub fn router(state: State) -> Router {
         .route("/mcp/tasks/{id}/verify", get(routes::audit::verify))
         .route("/.well-known/axontask/keys", get(routes::audit::keys))
         .route("/api/log/head", get(routes::audit::head))
+        .route("/api/usage", get(routes::usage::usage))
         .route("/api/log/proof/inclusion", get(routes::audit::inclusion))
         .route(
             "/api/log/proof/consistency",

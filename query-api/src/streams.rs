@@ -33,11 +33,11 @@ impl OpenStreams {
         self.max
     }
 
-    /// Counts one more stream of `tenant`, unless it has `max` open already.
-    pub fn take(&self, tenant: TenantId) -> Option<Slot> {
+    /// Counts one more stream of `tenant`, unless it has `max` open already, or `quota`.
+    pub fn take(&self, tenant: TenantId, quota: usize) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(tenant).or_insert(0);
-        if *count >= self.max {
+        if *count >= self.max.min(quota) {
             return None;
         }
         *count += 1;
@@ -75,11 +75,17 @@ mod tests {
             TenantId(uuid::Uuid::now_v7()),
             TenantId(uuid::Uuid::now_v7()),
         );
-        let first = streams.take(a).expect("one");
-        let _second = streams.take(a).expect("two");
-        assert!(streams.take(a).is_none(), "a third is over the limit");
-        assert!(streams.take(b).is_some(), "another tenant is not affected");
+        let first = streams.take(a, usize::MAX).expect("one");
+        let _second = streams.take(a, usize::MAX).expect("two");
+        assert!(
+            streams.take(a, usize::MAX).is_none(),
+            "a third is over the limit"
+        );
+        assert!(
+            streams.take(b, usize::MAX).is_some(),
+            "another tenant is not affected"
+        );
         drop(first);
-        assert!(streams.take(a).is_some(), "a slot came back");
+        assert!(streams.take(a, usize::MAX).is_some(), "a slot came back");
     }
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::audit::signer::{PublicKey, Signer};
+use crate::plans::{LimitsConfig, PlanLimits};
 
 /// Adapters this build can run; `ADAPTERS_ENABLED` picks among them.
 pub const KNOWN_ADAPTERS: [&str; 2] = ["mock", "shell"];
@@ -28,7 +29,7 @@ pub struct Error {
 pub struct Config {
     /// `DATABASE_URL`: Postgres (every role but `worker` needs it).
     pub database_url: Option<String>,
-    /// `REDIS_URL`: Redis (query-api, mcp and projector need it).
+    /// `REDIS_URL`: Redis (every role but worker needs it).
     pub redis_url: Option<String>,
     /// `NATS_URL`: NATS with JetStream.
     pub nats_url: String,
@@ -64,6 +65,8 @@ pub struct Config {
     pub receipts: ReceiptConfig,
     /// Sign-in: users, sessions and their tokens.
     pub auth: AuthConfig,
+    /// Rate limits and quotas by plan.
+    pub limits: LimitsConfig,
 }
 
 /// Sign-in (`/auth/*`, `Authorization: Bearer`).
@@ -343,6 +346,26 @@ impl Config {
                     }
                 },
             },
+            limits: LimitsConfig {
+                enabled: env.parsed("LIMITS_ENABLED", true)?,
+                fail_open: match env.get("RATE_LIMIT_FAIL").as_deref() {
+                    None | Some("open") => true,
+                    Some("closed") => false,
+                    Some(other) => {
+                        return Err(Error {
+                            var: "RATE_LIMIT_FAIL",
+                            reason: format!("'{other}' is neither open nor closed"),
+                        });
+                    }
+                },
+                auth_per_min: env.positive("AUTH_RATE_PER_MIN", 10)?,
+                plans: [
+                    plan!(env, "TRIAL", [5, 10, 2, 100, 10, 600]),
+                    plan!(env, "ENTRY", [20, 50, 10, 5_000, 100, 3_600]),
+                    plan!(env, "PRO", [100, 250, 50, 100_000, 1_000, 86_400]),
+                    plan!(env, "ENTERPRISE", [1_000, 2_500, 500, 10_000_000, 10_000, 604_800]),
+                ],
+            },
             receipts: ReceiptConfig {
                 signing_key: env
                     .get("RECEIPT_SIGNING_KEY_ED25519")
@@ -369,6 +392,23 @@ impl Config {
         })
     }
 }
+
+/// A plan's limits from `{PLAN}_RATE_PER_S`, `{PLAN}_TENANT_RATE_PER_S`,
+/// `{PLAN}_CONCURRENCY`, `{PLAN}_TASKS_PER_DAY`, `{PLAN}_SSE_STREAMS` and
+/// `{PLAN}_MAX_TIMEOUT_S`, with these defaults in that order.
+macro_rules! plan {
+    ($env:expr, $plan:literal, [$rate:expr, $tenant:expr, $conc:expr, $day:expr, $sse:expr, $timeout:expr]) => {
+        PlanLimits {
+            key_rate: $env.positive(concat!($plan, "_RATE_PER_S"), $rate)?,
+            tenant_rate: $env.positive(concat!($plan, "_TENANT_RATE_PER_S"), $tenant)?,
+            concurrency: $env.positive(concat!($plan, "_CONCURRENCY"), $conc)?,
+            tasks_per_day: $env.positive(concat!($plan, "_TASKS_PER_DAY"), $day)?,
+            sse_streams: $env.positive(concat!($plan, "_SSE_STREAMS"), $sse)?,
+            max_timeout_s: $env.positive(concat!($plan, "_MAX_TIMEOUT_S"), $timeout)?,
+        }
+    };
+}
+use plan;
 
 struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
 

@@ -5,8 +5,8 @@ use std::fmt::Display;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -228,32 +228,43 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let keys = Keys::from_ref(state);
-        if let Some(authorization) = parts.headers.get(axum::http::header::AUTHORIZATION) {
-            return bearer(&keys, authorization).await.map(Self);
+        // Authenticated already by the rate limiter in front of the route.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(Self(principal.clone()));
         }
-        let Some(key) = parts.headers.get("x-api-key") else {
-            return Err(unauthorized(
-                "missing_api_key",
-                "send an API key in the X-Api-Key header (create one with `axontask keys create`), \
-                 or an access token as Authorization: Bearer (from /auth/login)",
-            ));
-        };
-        let invalid = || {
-            unauthorized(
-                "invalid_api_key",
-                "the X-Api-Key is not a valid, unrevoked, unexpired key; create one with `axontask keys create`",
-            )
-        };
-        let key = key.to_str().map_err(|_| invalid())?;
-        if !auth::is_well_formed(key) {
-            return Err(invalid());
-        }
-        match keys.lookup(key).await {
-            Ok(Some(principal)) => Ok(Self(principal)),
-            Ok(None) => Err(invalid()),
-            Err(e) => Err(ApiError::unavailable("postgres", e)),
-        }
+        authenticate(&Keys::from_ref(state), &parts.headers)
+            .await
+            .map(Self)
+    }
+}
+
+/// The caller that `headers` name (`Authorization: Bearer` or `X-Api-Key`), or the 401 (503
+/// when Postgres cannot be asked) that says how to authenticate.
+pub async fn authenticate(keys: &Keys, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    if let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) {
+        return bearer(keys, authorization).await;
+    }
+    let Some(key) = headers.get("x-api-key") else {
+        return Err(unauthorized(
+            "missing_api_key",
+            "send an API key in the X-Api-Key header (create one with `axontask keys create`), \
+             or an access token as Authorization: Bearer (from /auth/login)",
+        ));
+    };
+    let invalid = || {
+        unauthorized(
+            "invalid_api_key",
+            "the X-Api-Key is not a valid, unrevoked, unexpired key; create one with `axontask keys create`",
+        )
+    };
+    let key = key.to_str().map_err(|_| invalid())?;
+    if !auth::is_well_formed(key) {
+        return Err(invalid());
+    }
+    match keys.lookup(key).await {
+        Ok(Some(principal)) => Ok(principal),
+        Ok(None) => Err(invalid()),
+        Err(e) => Err(ApiError::unavailable("postgres", e)),
     }
 }
 

@@ -19,12 +19,15 @@ pub mod ids;
 pub mod keys;
 pub mod names;
 pub mod nats;
+pub mod plans;
 pub mod queue;
+pub mod ratelimit;
 pub mod resume;
 pub mod sessions;
 pub mod task;
 pub mod time;
 pub mod tokens;
+pub mod usage;
 
 /// The schema migrations in `migrations/`, applied by `axontask migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,9 +1,10 @@
 //! The work queue: one durable pull consumer per tenant on that tenant's start commands,
 //! so workers can take tenants in turn and a tenant with a long queue delays nobody else.
 //!
-//! command-api makes a tenant's consumer before it publishes the tenant's first start;
-//! workers make it again when they hear of the tenant (both idempotent, same config).
-//! Consumers deliver from the start of `AXON`, so a consumer made late misses nothing.
+//! command-api makes a tenant's consumer before it publishes the tenant's first start, with
+//! the plan's concurrency; workers make it when they hear of a tenant whose consumer is
+//! missing. Consumers deliver from the start of `AXON`, so a consumer made late misses
+//! nothing.
 
 use std::time::Duration;
 
@@ -38,15 +39,20 @@ pub fn tenant_of_subject(subject: &str) -> Option<TenantId> {
     subject.split('.').nth(2)?.parse().ok()
 }
 
-/// The config of `tenant`'s consumer; `ack_wait` is `WORKER_ACK_WAIT_S`.
-pub fn consumer_config(tenant: TenantId, ack_wait: Duration) -> pull::Config {
+/// Tasks of a tenant that may run at once when no plan limits them (`LIMITS_ENABLED=false`,
+/// or a consumer a worker made again before command-api applied the plan).
+pub const UNLIMITED: u32 = 10_000;
+
+/// The config of `tenant`'s consumer: `ack_wait` is `WORKER_ACK_WAIT_S`; `concurrency`
+/// bounds its commands delivered and not acked, so no more of its tasks run at once.
+pub fn consumer_config(tenant: TenantId, ack_wait: Duration, concurrency: u32) -> pull::Config {
     pull::Config {
         durable_name: Some(consumer_name(tenant)),
         filter_subject: format!("axon.cmd.{tenant}.*.start"),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_wait,
-        max_ack_pending: 10_000,
+        max_ack_pending: i64::from(concurrency),
         ..Default::default()
     }
 }

@@ -53,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
         None,
     );
 
-    // `BENCH_ONLY=receipts,sse` runs only those sections (shell, many, receipts, sse, mcp)
+    // `BENCH_ONLY=receipts,sse` runs only those sections (shell, many, receipts, sse, mcp,
+    // limits)
     // after the raw rows.
     let only = std::env::var("BENCH_ONLY").ok();
     let wants = |name: &str| {
@@ -74,6 +75,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("mcp") {
         mcp_rows(&mut cluster).await?;
+    }
+    if wants("limits") {
+        limits_rows(&mut cluster).await?;
     }
     Ok(())
 }
@@ -496,6 +500,51 @@ async fn emit_to_progress(cluster: &mut Cluster, steps: usize) -> anyhow::Result
     all.sort_by(f64::total_cmp);
     let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
     Ok((at(0.5), at(0.99), at(1.0)))
+}
+
+/// `start_task` latency with rate limits and quotas (the cluster's API) beside a second API
+/// process on the same services without them, requests alternating between the two at a
+/// steady 500 a second from one client.
+async fn limits_rows(cluster: &mut Cluster) -> anyhow::Result<()> {
+    const STARTS: usize = 4_000;
+    cluster.set_env("LIMITS_ENABLED", "false");
+    cluster
+        .spawn_role("api-unlimited", "command-api,query-api")
+        .await?;
+    cluster.set_env("LIMITS_ENABLED", "true");
+    let bases = [cluster.base_url.clone(), cluster.url("api-unlimited")];
+    let body =
+        json!({"name": "latency", "adapter": "mock", "args": {"steps": 1, "interval_ms": 0}});
+    let mut took = [Vec::new(), Vec::new()];
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(2));
+    for n in 0..STARTS {
+        tick.tick().await;
+        let started = Instant::now();
+        let answer = cluster
+            .http
+            .post(format!("{}/mcp/start_task", bases[n % 2]))
+            .header("X-Api-Key", &cluster.api_key)
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            answer.status() == 200,
+            "start_task answered {}",
+            answer.status()
+        );
+        took[n % 2].push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    for (what, mut times) in ["on", "off"].into_iter().zip(took) {
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        println!(
+            "{:<58} p50 {:.2} ms, p99 {:.2} ms",
+            format!("start_task at 500/s, rate limits and quotas {what}"),
+            at(0.5),
+            at(0.99)
+        );
+    }
+    Ok(())
 }
 
 fn row(what: &str, rate: f64, unit: &str, versus: Option<f64>) {

@@ -18,6 +18,7 @@ mod mcp_streams;
 mod nats_auth;
 mod ops;
 mod pipeline;
+mod quotas;
 mod reads;
 mod resume;
 mod runs;

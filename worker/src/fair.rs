@@ -16,6 +16,10 @@ use shared::queue;
 
 /// How many of a tenant's waiting commands a worker looks at to find the highest priority.
 pub(crate) const WINDOW: usize = 64;
+/// How long a take waits for the next command of a reply before it stops reading.
+const IDLE: Duration = Duration::from_millis(20);
+/// When the server ends a take's request at the latest.
+const EXPIRES: Duration = Duration::from_millis(200);
 
 /// A command taken from its tenant's consumer, not yet running.
 struct Waiting {
@@ -84,8 +88,7 @@ impl Fair {
     pub async fn hear(&mut self, tenants: Vec<TenantId>) {
         for tenant in tenants {
             if !self.queues.contains_key(&tenant) {
-                let config = queue::consumer_config(tenant, self.ack_wait);
-                match self.axon.create_consumer(config).await {
+                match self.consumer(tenant).await {
                     Ok(consumer) => {
                         let queue = Queue {
                             consumer,
@@ -104,6 +107,18 @@ impl Fair {
             if !queue.in_turn {
                 queue.in_turn = true;
                 self.turn.push_front(tenant);
+            }
+        }
+    }
+
+    /// `tenant`'s consumer; made when missing (a stream made anew), running tasks without
+    /// a plan's limit until command-api applies it.
+    async fn consumer(&self, tenant: TenantId) -> Result<PullConsumer, async_nats::Error> {
+        match self.axon.get_consumer(&queue::consumer_name(tenant)).await {
+            Ok(consumer) => Ok(consumer),
+            Err(_) => {
+                let config = queue::consumer_config(tenant, self.ack_wait, queue::UNLIMITED);
+                Ok(self.axon.create_consumer_strict(config).await?)
             }
         }
     }
@@ -168,15 +183,22 @@ impl Fair {
     }
 }
 
-/// Takes up to `wanted` commands waiting now, without waiting for more.
+/// Takes up to `wanted` commands waiting now (no more than the consumer may have unacked).
+/// The server answers at once with what it has, except when the tenant is at its plan's
+/// concurrency: then the request would stay open, so reading stops after a pause of
+/// [`IDLE`] and the request expires soon after.
 async fn take(queue: &mut Queue, wanted: usize) -> Result<(), async_nats::Error> {
+    let most = usize::try_from(queue.consumer.cached_info().config.max_ack_pending)
+        .unwrap_or(usize::MAX)
+        .max(1);
     let mut batch = queue
         .consumer
         .fetch()
-        .max_messages(wanted)
+        .max_messages(wanted.min(most))
+        .expires(EXPIRES)
         .messages()
         .await?;
-    while let Some(message) = batch.next().await {
+    while let Ok(Some(message)) = tokio::time::timeout(IDLE, batch.next()).await {
         let message = message?;
         let seq = message.info()?.stream_sequence;
         let priority = queue::priority(message.headers.as_ref());

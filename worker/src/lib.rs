@@ -153,9 +153,15 @@ impl Worker {
             };
             let ctx = self.ctx.clone();
             let shutdown = shutdown.clone();
+            let tenant = shared::queue::tenant_of_subject(&message.subject);
+            let heard = heard.clone();
             running.spawn(async move {
                 attempt::run(ctx, message, shutdown).await;
                 drop(slot);
+                // Its queue may hold tasks that waited for this one (the plan's concurrency).
+                if let Some(tenant) = tenant {
+                    heard.add(tenant);
+                }
             });
         }
     }

@@ -25,7 +25,8 @@ pub(crate) struct Heard {
 }
 
 impl Heard {
-    fn add(&self, tenant: TenantId) {
+    /// Hears of `tenant`.
+    pub fn add(&self, tenant: TenantId) {
         self.lock().insert(tenant);
         self.news.notify_one();
     }

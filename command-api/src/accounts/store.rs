@@ -50,7 +50,8 @@ pub async fn register(
     let tenant = Uuid::now_v7();
     // The name carries the id: an email is not verified, so a tenant named after it alone
     // could be one an operator later makes keys for (`axontask keys create --tenant`).
-    sqlx::query("INSERT INTO tenants (tenant_id, name) VALUES ($1, $2)")
+    // Sign-ups start on the trial plan.
+    sqlx::query("INSERT INTO tenants (tenant_id, name, plan) VALUES ($1, $2, 'trial')")
         .bind(tenant)
         .bind(format!("{email} ({tenant})"))
         .execute(&mut *tx)

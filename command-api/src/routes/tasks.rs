@@ -37,6 +37,9 @@ pub struct StartTask {
     pub idempotency_key: Option<String>,
     /// 0 to 9 (default 4): among this tenant's waiting tasks, higher runs sooner.
     pub priority: Option<u8>,
+    /// At the plan's concurrency, wait in the queue instead of a 429.
+    #[serde(default)]
+    pub queue_if_busy: bool,
 }
 
 fn empty_object() -> Value {
@@ -165,6 +168,30 @@ pub async fn start_task(
     if body.idempotency_key.is_some() && stored_state(state, tenant, task_id).await?.is_some() {
         return Ok(answer);
     }
+    let admitted = match &state.quotas {
+        Some(quotas) => {
+            match quotas
+                .admit(&state.axon, tenant, body.timeout_s, body.queue_if_busy)
+                .await
+            {
+                Ok(admitted) => Some(admitted),
+                // A retried start of a task that exists is no new task.
+                Err(_)
+                    if body.idempotency_key.is_some()
+                        && start_exists(state, tenant, task_id).await? =>
+                {
+                    return Ok(answer);
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+        None => None,
+    };
+    let (concurrency, max_timeout_s) = admitted
+        .as_ref()
+        .map_or((queue::UNLIMITED, state.settings.max_timeout_s), |a| {
+            (a.limits.concurrency, a.limits.max_timeout_s)
+        });
     let command = StartCommand {
         task_id,
         tenant_id: tenant,
@@ -172,14 +199,45 @@ pub async fn start_task(
         name: body.name,
         adapter: body.adapter,
         args: body.args,
-        timeout_s: Some(body.timeout_s.unwrap_or(state.settings.default_timeout_s)),
+        timeout_s: Some(
+            body.timeout_s
+                .unwrap_or(state.settings.default_timeout_s.min(max_timeout_s)),
+        ),
         idempotency_key: body.idempotency_key,
         max_attempts: state.settings.max_attempts,
         priority: body.priority.unwrap_or(queue::DEFAULT_PRIORITY),
     };
+    let published = publish_start(state, &command, concurrency).await;
+    if let (Some(quotas), Some(admitted)) = (&state.quotas, &admitted)
+        && !matches!(published, Ok(true))
+    {
+        quotas.give_back(admitted).await;
+    }
+    published.map(|_| answer)
+}
+
+/// Whether the task's start command is in `AXON`.
+async fn start_exists(state: &State, tenant: TenantId, task_id: TaskId) -> Result<bool, ApiError> {
+    shared::nats::last_on_subject::<StartCommand>(
+        &state.axon,
+        names::start_subject(tenant, task_id),
+    )
+    .await
+    .map(|start| start.is_some())
+    .map_err(|e| ApiError::unavailable("nats", e))
+}
+
+/// Publishes a start command, after making its tenant's queue; true if it was stored now
+/// (false: the task's start was there already).
+async fn publish_start(
+    state: &State,
+    command: &StartCommand,
+    concurrency: u32,
+) -> Result<bool, ApiError> {
+    let (tenant, task_id) = (command.tenant_id, command.task_id);
     state
         .queues
-        .ensure(&state.axon, tenant, state.settings.ack_wait)
+        .ensure(&state.axon, tenant, state.settings.ack_wait, concurrency)
         .await?;
     let mut headers = command_headers(task_id.to_string(), Some(0));
     headers.insert(
@@ -192,10 +250,9 @@ pub async fn start_task(
         state,
         names::start_subject(tenant, task_id),
         headers,
-        &command,
+        command,
     )
-    .await?;
-    Ok(answer)
+    .await
 }
 
 /// `POST /mcp/tasks/{id}/cancel`: asks for the task to stop; idempotent.
@@ -226,13 +283,7 @@ pub async fn cancel_task(state: &State, tenant: TenantId, task_id: TaskId) -> Re
         }
         Some(_) => {}
         None => {
-            let start = shared::nats::last_on_subject::<StartCommand>(
-                &state.axon,
-                names::start_subject(tenant, task_id),
-            )
-            .await
-            .map_err(|e| ApiError::unavailable("nats", e))?;
-            if start.is_none() {
+            if !start_exists(state, tenant, task_id).await? {
                 return Err(ApiError::task_not_found(task_id));
             }
         }
@@ -250,6 +301,7 @@ pub async fn cancel_task(state: &State, tenant: TenantId, task_id: TaskId) -> Re
         &command,
     )
     .await
+    .map(drop)
 }
 
 /// The task's state in the read model, if the projector has recorded it.
@@ -282,14 +334,15 @@ fn command_headers(msg_id: String, expected_last: Option<u64>) -> HeaderMap {
     headers
 }
 
-/// Publishes a command and waits for JetStream to store it. A refusal for the expected
-/// last sequence means the command is there already, which is success.
+/// Publishes a command and waits for JetStream to store it; true if it is new. A refusal
+/// for the expected last sequence, or a duplicate, means the command is there already,
+/// which is success too.
 async fn publish<T: Serialize>(
     state: &State,
     subject: String,
     headers: HeaderMap,
     command: &T,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let payload = serde_json::to_vec(command).map_err(|e| ApiError::unavailable("encoder", e))?;
     let ack = state
         .js
@@ -297,8 +350,8 @@ async fn publish<T: Serialize>(
         .await
         .map_err(|e| ApiError::unavailable("nats", e))?;
     match ack.await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(()),
+        Ok(ack) => Ok(!ack.duplicate),
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
         Err(e) => Err(ApiError::unavailable("nats", e)),
     }
 }
@@ -316,6 +369,7 @@ mod tests {
             timeout_s: None,
             idempotency_key: None,
             priority: None,
+            queue_if_busy: false,
         }
     }
 

@@ -1,8 +1,9 @@
 //! Postgres for the projector: its offsets, task rows, and one transaction per batch that
-//! writes `task_events`, `tasks`, receipts and tree nodes ([`audit`]) and the offsets
-//! together.
+//! writes `task_events`, `tasks`, usage counters ([`usage`]), receipts and tree nodes
+//! ([`audit`]) and the offsets together.
 
 mod audit;
+mod usage;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -204,6 +205,9 @@ pub async fn commit(
     }
     if !batch.tasks.is_empty() {
         upsert_tasks(&mut tx, &batch.tasks).await?;
+    }
+    if !batch.events.is_empty() {
+        usage::add(&mut tx, batch).await?;
     }
     let signing = std::time::Instant::now();
     let staged = audit.await?;

@@ -3,3 +3,4 @@
 pub mod audit;
 pub mod stream;
 pub mod tasks;
+pub mod usage;

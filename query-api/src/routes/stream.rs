@@ -113,16 +113,8 @@ async fn open(
     task: TaskId,
     from: u64,
 ) -> Result<Response, ApiError> {
-    let Some(slot) = state.streams.take(tenant) else {
-        return Err(ApiError::too_many(
-            "too_many_streams",
-            format!(
-                "this tenant has {} streams open on this server, its limit (SSE_MAX_STREAMS_PER_TENANT); close one, or retry later",
-                state.streams.max()
-            ),
-            5,
-        ));
-    };
+    let slot = take_slot(&state, tenant).await?;
+    let usage = state.usage.stream(tenant);
     // Subscribe before reading anything, so no live event falls between.
     let subscription = state.hub.subscribe(task);
     let status = status::find(&state.pool, &state.axon, tenant, task).await?;
@@ -133,12 +125,13 @@ async fn open(
     metrics::gauge!("axon_sse_clients").increment(1.0);
     let shutdown = state_shutdown.cancelled_owned();
     let events = futures::stream::unfold(
-        (follower, ClientGauge, slot),
-        |(mut follower, gauge, slot)| async move {
+        (follower, ClientGauge, slot, usage),
+        |(mut follower, gauge, slot, mut usage)| async move {
             let event = follower.as_mut()?.next_event().await?;
+            usage.sent(event.json.len());
             Some((
                 Ok::<_, Infallible>(sse_event(&event)),
-                (follower, gauge, slot),
+                (follower, gauge, slot, usage),
             ))
         },
     )
@@ -147,6 +140,42 @@ async fn open(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
+}
+
+/// A stream slot of `tenant`, within this server's limit and the tenant's plan.
+async fn take_slot(state: &State, tenant: TenantId) -> Result<crate::streams::Slot, ApiError> {
+    let plan = match &state.limits {
+        Some((plans, config)) => {
+            let plan = plans
+                .of(tenant)
+                .await
+                .map_err(|e| ApiError::unavailable("postgres", e))?;
+            Some((plan, config.of(plan).sse_streams as usize))
+        }
+        None => None,
+    };
+    let quota = plan.map_or(usize::MAX, |(_, quota)| quota);
+    if let Some(slot) = state.streams.take(tenant, quota) {
+        return Ok(slot);
+    }
+    Err(match plan {
+        Some((plan, quota)) if quota < state.streams.max() => ApiError::too_many(
+            "quota_exceeded",
+            format!(
+                "this tenant has {quota} streams open on this server, the sse_streams of plan {}; one frees as soon as a stream closes",
+                plan.as_str()
+            ),
+            5,
+        ),
+        _ => ApiError::too_many(
+            "too_many_streams",
+            format!(
+                "this tenant has {} streams open on this server, its limit (SSE_MAX_STREAMS_PER_TENANT); close one, or retry later",
+                state.streams.max()
+            ),
+            5,
+        ),
+    })
 }
 
 fn terminal_state(state: &str) -> bool {

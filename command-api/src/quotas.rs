@@ -1,0 +1,147 @@
+//! Quotas checked when a task starts, by the tenant's plan: the longest `timeout_s`, tasks
+//! started and not ended (the tenant's consumer holds at most that many unacked, so workers
+//! never run more; a start over it is refused unless it asks to wait), and tasks a day (a
+//! Redis counter per tenant and UTC day, reserved before the start is published and given
+//! back when nothing new was stored).
+
+use async_nats::jetstream::stream::Stream;
+use chrono::{Duration as Days, Utc};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use shared::http::ApiError;
+use shared::ids::TenantId;
+use shared::plans::{LimitsConfig, Plan, PlanLimits, Plans};
+
+/// Counts a start in `KEYS[1]` unless that makes more than `ARGV[1]`; the count, or -1.
+const RESERVE: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], 172800) end
+if n > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[1])
+  return -1
+end
+return n
+";
+
+/// The plans, their limits, and the day counters.
+#[derive(Clone)]
+pub struct Quotas {
+    plans: Plans,
+    redis: ConnectionManager,
+    config: LimitsConfig,
+    reserve: std::sync::Arc<Script>,
+}
+
+/// A task start that passed the quotas.
+pub struct Admitted {
+    /// The tenant's plan.
+    pub plan: Plan,
+    /// What it allows.
+    pub limits: PlanLimits,
+    /// The day counter it was counted in (given back if nothing is stored).
+    day_key: String,
+}
+
+impl Quotas {
+    /// Quotas from `config`, plans from `plans`, day counters in `redis`.
+    pub fn new(plans: Plans, redis: ConnectionManager, config: LimitsConfig) -> Self {
+        Self {
+            plans,
+            redis,
+            config,
+            reserve: std::sync::Arc::new(Script::new(RESERVE)),
+        }
+    }
+
+    /// Checks a start of `tenant` asking for `timeout_s` against its plan, and counts it
+    /// for today. With `queue_if_busy` a tenant at its concurrency is not refused: the
+    /// task waits in the tenant's queue (on `axon`) until one ends.
+    pub async fn admit(
+        &self,
+        axon: &Stream,
+        tenant: TenantId,
+        timeout_s: Option<u32>,
+        queue_if_busy: bool,
+    ) -> Result<Admitted, ApiError> {
+        let plan = self
+            .plans
+            .of(tenant)
+            .await
+            .map_err(|e| ApiError::unavailable("postgres", e))?;
+        let limits = *self.config.of(plan);
+        let name = plan.as_str();
+        if let Some(asked) = timeout_s.filter(|t| *t > limits.max_timeout_s) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!(
+                    "timeout_s {asked} is over the max_timeout_s of plan {name} ({} s); this does not reset: ask for at most that, or move to a larger plan",
+                    limits.max_timeout_s
+                ),
+            ));
+        }
+        if !queue_if_busy {
+            let info = axon
+                .consumer_info(shared::queue::consumer_name(tenant))
+                .await
+                .ok();
+            // Waiting (not yet delivered) and taken (delivered, not acked: running).
+            let busy = info.is_some_and(|i| {
+                i.num_pending + i.num_ack_pending as u64 >= u64::from(limits.concurrency)
+            });
+            if busy {
+                return Err(ApiError::too_many(
+                    "quota_exceeded",
+                    format!(
+                        "{0} tasks are already started and not ended, the concurrency of plan {name}; one frees as soon as a task ends, or start with queue_if_busy: true to wait in the queue",
+                        limits.concurrency
+                    ),
+                    1,
+                ));
+            }
+        }
+        let now = Utc::now();
+        let day_key = format!("quota:tasks:{tenant}:{}", now.format("%Y-%m-%d"));
+        let mut redis = self.redis.clone();
+        let counted: i64 = self
+            .reserve
+            .key(&day_key)
+            .arg(limits.tasks_per_day)
+            .invoke_async(&mut redis)
+            .await
+            .map_err(|e| ApiError::unavailable("redis", e))?;
+        if counted < 0 {
+            let midnight = (now.date_naive() + Days::days(1))
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc();
+            let wait = u64::try_from((midnight - now).num_seconds()).unwrap_or(0) + 1;
+            return Err(ApiError::too_many(
+                "quota_exceeded",
+                format!(
+                    "{} tasks were started today, the tasks_per_day of plan {name}; it resets at 00:00 UTC (in {wait} s)",
+                    limits.tasks_per_day
+                ),
+                wait,
+            ));
+        }
+        Ok(Admitted {
+            plan,
+            limits,
+            day_key,
+        })
+    }
+
+    /// Gives back the count of a start that stored nothing new (a retried start) or
+    /// failed.
+    pub async fn give_back(&self, admitted: &Admitted) {
+        let mut redis = self.redis.clone();
+        let given: Result<i64, _> = redis::cmd("DECR")
+            .arg(&admitted.day_key)
+            .query_async(&mut redis)
+            .await;
+        if let Err(e) = given {
+            tracing::warn!(error = %e, "cannot give back a day's task count; the day counts one task more");
+        }
+    }
+}
