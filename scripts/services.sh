@@ -56,7 +56,7 @@ install_missing() {
 }
 
 # The NATS users of nats.conf; their passwords reach nats-server through its environment.
-nats_users=(ADMIN AXONTASK COMMAND_API QUERY_API MCP WORKER PROJECTOR)
+nats_users=(ADMIN AXONTASK COMMAND_API QUERY_API MCP WORKER PROJECTOR WEBHOOKS)
 
 # Whether the NATS server on the port asks clients for a password (its INFO line says).
 nats_auth_required() {

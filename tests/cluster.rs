@@ -306,7 +306,7 @@ impl Cluster {
     ) -> anyhow::Result<Child> {
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
         let user = match roles {
-            "worker" | "projector" | "command-api" | "query-api" => roles,
+            "worker" | "projector" | "command-api" | "query-api" | "webhooks" => roles,
             "command-api,query-api,mcp" => "mcp",
             _ => "axontask",
         };
@@ -494,7 +494,7 @@ async fn wait_port(port: u16) -> anyhow::Result<()> {
 }
 
 /// The NATS users of nats.conf.
-const NATS_USERS: [&str; 7] = [
+const NATS_USERS: [&str; 8] = [
     "admin",
     "axontask",
     "command-api",
@@ -502,6 +502,7 @@ const NATS_USERS: [&str; 7] = [
     "mcp",
     "worker",
     "projector",
+    "webhooks",
 ];
 
 /// The variable nats.conf reads `user`'s password from.

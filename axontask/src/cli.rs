@@ -116,6 +116,8 @@ pub enum RoleArg {
     Projector,
     /// The MCP server at /mcp.
     Mcp,
+    /// Delivers events to tenants' webhooks.
+    Webhooks,
 }
 
 /// A role to run.
@@ -131,6 +133,8 @@ pub enum Role {
     Projector,
     /// See [`RoleArg::Mcp`].
     Mcp,
+    /// See [`RoleArg::Webhooks`].
+    Webhooks,
 }
 
 /// Expands `all` and removes repeats.
@@ -141,6 +145,7 @@ pub fn roles(args: &[RoleArg]) -> Vec<Role> {
         Role::Worker,
         Role::Projector,
         Role::Mcp,
+        Role::Webhooks,
     ];
     all.into_iter()
         .filter(|role| {
@@ -151,6 +156,7 @@ pub fn roles(args: &[RoleArg]) -> Vec<Role> {
                 RoleArg::Worker => *role == Role::Worker,
                 RoleArg::Projector => *role == Role::Projector,
                 RoleArg::Mcp => *role == Role::Mcp,
+                RoleArg::Webhooks => *role == Role::Webhooks,
             })
         })
         .collect()
@@ -162,7 +168,7 @@ mod tests {
 
     #[test]
     fn all_expands_and_lists_dedupe() {
-        assert_eq!(roles(&[RoleArg::All]).len(), 5);
+        assert_eq!(roles(&[RoleArg::All]).len(), 6);
         assert_eq!(
             roles(&[RoleArg::Worker, RoleArg::Worker, RoleArg::Projector]),
             vec![Role::Worker, Role::Projector]

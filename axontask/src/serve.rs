@@ -25,7 +25,9 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
     let (nats, js) = shared::nats::connect(&config.nats_url, "axontask").await?;
     let streams = shared::nats::ensure_streams(&js, config.streams).await?;
     let needs_postgres = roles.iter().any(|r| *r != Role::Worker);
-    let needs_redis = roles.iter().any(|r| *r != Role::Worker);
+    let needs_redis = roles
+        .iter()
+        .any(|r| !matches!(r, Role::Worker | Role::Webhooks));
     let pool = match (needs_postgres, &config.database_url) {
         (false, _) => None,
         (true, None) => {
@@ -43,7 +45,9 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
     let redis = match (needs_redis, &config.redis_url) {
         (false, _) => None,
         (true, None) => {
-            bail!("REDIS_URL is not set; every role but worker needs it (see .env.example)")
+            bail!(
+                "REDIS_URL is not set; every role but worker and webhooks needs it (see .env.example)"
+            )
         }
         (true, Some(url)) => {
             let client = redis::Client::open(url.as_str()).context("REDIS_URL")?;
@@ -133,8 +137,10 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 max_timeout_s: config.max_timeout_s,
                 fast_password_hash: config.auth.fast_password_hash,
                 ack_wait: config.worker.ack_wait,
+                webhooks: config.webhooks.clone(),
             },
-        );
+        )
+        .map_err(anyhow::Error::msg)?;
         if !limits_on {
             return Ok(state);
         }
@@ -212,6 +218,19 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
                 .await?;
                 tracker.spawn(async move {
                     worker.run(token.clone()).await;
+                    token.cancel();
+                });
+            }
+            Role::Webhooks => {
+                let webhooks = webhooks::Webhooks::create(
+                    given(&pool, "DATABASE_URL")?,
+                    streams.log.clone(),
+                    config.webhooks.clone(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("starting webhook deliveries: {e}"))?;
+                tracker.spawn(async move {
+                    webhooks.run(token.clone()).await;
                     token.cancel();
                 });
             }

@@ -44,6 +44,8 @@ pub struct State {
     queues: queues::Queues,
     /// Quotas by plan (none when `LIMITS_ENABLED=false`).
     quotas: Option<quotas::Quotas>,
+    /// Sends test deliveries of webhooks.
+    webhook_sender: webhooks::send::Sender,
 }
 
 /// The parts of configuration command-api uses.
@@ -66,14 +68,21 @@ pub struct Settings {
     /// How long a worker keeps a start command unacked (`WORKER_ACK_WAIT_S`): part of the
     /// tenant consumers' config.
     pub ack_wait: std::time::Duration,
+    /// Webhook targets and test deliveries.
+    pub webhooks: shared::config::WebhookConfig,
 }
 
 impl State {
     /// Builds the state from connected backends; `keys` is the process's API key cache
-    /// (and its Postgres pool), `axon` is stream `AXON`.
-    pub fn new(keys: Keys, js: Context, axon: Stream, settings: Settings) -> Self {
+    /// (and its Postgres pool), `axon` is stream `AXON`. Fails if no HTTP client for
+    /// webhook tests can be made.
+    pub fn new(keys: Keys, js: Context, axon: Stream, settings: Settings) -> Result<Self, String> {
         let hasher = accounts::passwords::Hasher::new(settings.fast_password_hash);
-        Self {
+        let webhook_sender = webhooks::send::Sender::new(
+            settings.webhooks.allow_private,
+            settings.webhooks.timeout,
+        )?;
+        Ok(Self {
             pool: keys.pool().clone(),
             keys,
             js,
@@ -87,7 +96,8 @@ impl State {
             )),
             queues: queues::Queues::default(),
             quotas: None,
-        }
+            webhook_sender,
+        })
     }
 
     /// The same state, checking starts against `quotas`.
@@ -119,6 +129,12 @@ pub fn router(state: State) -> Router {
             get(routes::keys::list).post(routes::keys::create),
         )
         .route("/api/keys/{id}", delete(routes::keys::revoke))
+        .route(
+            "/api/webhooks",
+            get(routes::webhooks::list).post(routes::webhooks::create),
+        )
+        .route("/api/webhooks/{id}", delete(routes::webhooks::delete))
+        .route("/api/webhooks/{id}/test", post(routes::webhooks::test))
         .route(
             "/api/members",
             get(routes::members::list).post(routes::members::add),

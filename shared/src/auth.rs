@@ -22,6 +22,8 @@ pub enum Scope {
     Manage,
     /// Create, list and revoke API keys.
     Keys,
+    /// Create, list, test and delete webhooks.
+    Webhooks,
 }
 
 impl Scope {
@@ -32,6 +34,7 @@ impl Scope {
             Self::TasksWrite => &["tasks:write", "tasks:*", "*"],
             Self::Manage => &["*"],
             Self::Keys => &["keys:*", "*"],
+            Self::Webhooks => &["webhooks:*", "*"],
         }
     }
 

@@ -29,7 +29,7 @@ pub struct Error {
 pub struct Config {
     /// `DATABASE_URL`: Postgres (every role but `worker` needs it).
     pub database_url: Option<String>,
-    /// `REDIS_URL`: Redis (every role but worker needs it).
+    /// `REDIS_URL`: Redis (every role but worker and webhooks needs it).
     pub redis_url: Option<String>,
     /// `NATS_URL`: NATS with JetStream.
     pub nats_url: String,
@@ -67,6 +67,23 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Rate limits and quotas by plan.
     pub limits: LimitsConfig,
+    /// Webhook deliveries.
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook deliveries (the `webhooks` role, and `POST /api/webhooks`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_ALLOW_PRIVATE` (default false): allow `http` and private, loopback or
+    /// link-local targets (development and tests only).
+    pub allow_private: bool,
+    /// `WEBHOOK_MAX_ATTEMPTS` (default 8): attempts at a delivery before it fails.
+    pub max_attempts: u32,
+    /// `WEBHOOK_RETRY_BASE_MS` (default 1000): the wait after the first failed attempt;
+    /// each next wait doubles (at most an hour), less up to half at random.
+    pub retry_base: Duration,
+    /// `WEBHOOK_TIMEOUT_S` (default 10): how long one attempt may take.
+    pub timeout: Duration,
 }
 
 /// Sign-in (`/auth/*`, `Authorization: Bearer`).
@@ -365,6 +382,12 @@ impl Config {
                     plan!(env, "PRO", [100, 250, 50, 100_000, 1_000, 86_400]),
                     plan!(env, "ENTERPRISE", [1_000, 2_500, 500, 10_000_000, 10_000, 604_800]),
                 ],
+            },
+            webhooks: WebhookConfig {
+                allow_private: env.parsed("WEBHOOK_ALLOW_PRIVATE", false)?,
+                max_attempts: env.positive("WEBHOOK_MAX_ATTEMPTS", 8)?,
+                retry_base: Duration::from_millis(env.positive("WEBHOOK_RETRY_BASE_MS", 1000)?),
+                timeout: Duration::from_secs(env.positive("WEBHOOK_TIMEOUT_S", 10)?),
             },
             receipts: ReceiptConfig {
                 signing_key: env

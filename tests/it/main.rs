@@ -25,3 +25,4 @@ mod runs;
 mod sandbox;
 mod stream_loss;
 mod timeouts;
+mod webhooks;

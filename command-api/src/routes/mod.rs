@@ -4,3 +4,4 @@ pub mod auth;
 pub mod keys;
 pub mod members;
 pub mod tasks;
+pub mod webhooks;

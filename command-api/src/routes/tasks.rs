@@ -383,6 +383,12 @@ mod tests {
             max_timeout_s: 600,
             fast_password_hash: true,
             ack_wait: std::time::Duration::from_secs(30),
+            webhooks: shared::config::WebhookConfig {
+                allow_private: false,
+                max_attempts: 8,
+                retry_base: std::time::Duration::from_secs(1),
+                timeout: std::time::Duration::from_secs(10),
+            },
         }
     }
 
