@@ -24,5 +24,6 @@ mod resume;
 mod runs;
 mod sandbox;
 mod stream_loss;
+mod tenancy;
 mod timeouts;
 mod webhooks;

@@ -186,7 +186,9 @@ mod tests {
 
     #[tokio::test]
     async fn names_that_resolve_to_private_addresses_are_refused() {
-        let refused = resolve("localhost", 443, false).await.expect_err("loopback");
+        let refused = resolve("localhost", 443, false)
+            .await
+            .expect_err("loopback");
         assert!(refused.contains("private"), "{refused}");
         assert!(resolve("localhost", 443, true).await.is_ok());
     }
