@@ -177,6 +177,7 @@ impl Cluster {
             ("TRIAL_TENANT_RATE_PER_S", "100000".to_owned()),
             ("TRIAL_CONCURRENCY", "10000".to_owned()),
             ("AUTH_RATE_PER_MIN", "100000".to_owned()),
+            ("ANON_RATE_PER_S", "100000".to_owned()),
             ("API_HOST", "127.0.0.1".to_owned()),
             ("ADAPTERS_ENABLED", options.adapters.to_owned()),
             ("WORKER_ACK_WAIT_S", "2".to_owned()),

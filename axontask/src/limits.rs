@@ -1,5 +1,6 @@
 //! Rate limits in front of every public route: per key (or sign-in session) and per tenant
-//! by the tenant's plan, per address on sign-in (register, login, refresh). Allowed
+//! by the tenant's plan, per address on sign-in (register, login, refresh) and for
+//! requests without a valid key or token. Allowed
 //! answers carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; refused
 //! ones are 429 with `Retry-After` as well. The caller it authenticated rides in the
 //! request, so the route does not authenticate again.
@@ -52,58 +53,86 @@ fn class(path: &str) -> Class {
 
 /// The middleware (`axum::middleware::from_fn_with_state`).
 pub async fn limit(State(limits): State<RateLimits>, mut request: Request, next: Next) -> Response {
-    let (buckets, what) = match class(request.uri().path()) {
-        Class::Free => return next.run(request).await,
-        Class::SignIn => {
-            let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
-            else {
-                return next.run(request).await;
-            };
-            let per_min = limits.config.auth_per_min;
-            let bucket = Bucket {
-                key: format!(
-                    "rl:{}",
-                    command_api::accounts::throttle::address_key(peer.ip())
-                ),
-                per_second: f64::from(per_min) / 60.0,
-                burst: per_min,
-            };
-            (
-                vec![bucket],
-                format!("{per_min} sign-in requests a minute from one address"),
-            )
-        }
-        Class::Caller => {
-            let Ok(principal) = shared::http::authenticate(&limits.keys, request.headers()).await
-            else {
-                // The route answers 401 (or takes a resume token) itself.
-                return next.run(request).await;
-            };
-            let plan = match limits.plans.of(principal.tenant_id).await {
-                Ok(plan) => plan,
-                Err(e) => return ApiError::unavailable("postgres", e).into_response(),
-            };
-            let buckets = caller_buckets(&limits.config, &principal, plan);
-            request.extensions_mut().insert(principal);
-            let of = limits.config.of(plan);
-            (
-                buckets,
-                format!(
-                    "{} requests a second per key and {} per tenant on plan {}",
-                    of.key_rate,
-                    of.tenant_rate,
-                    plan.as_str()
-                ),
-            )
-        }
-    };
+    let (buckets, what) =
+        match class(request.uri().path()) {
+            Class::Free => return next.run(request).await,
+            Class::SignIn => {
+                let Some(address) = peer(&request) else {
+                    return next.run(request).await;
+                };
+                let per_min = limits.config.auth_per_min;
+                let bucket = Bucket {
+                    key: format!("rl:signin:{address}"),
+                    per_second: f64::from(per_min) / 60.0,
+                    burst: per_min,
+                };
+                (
+                    vec![bucket],
+                    format!("{per_min} sign-in requests a minute from one address"),
+                )
+            }
+            Class::Caller => {
+                let Ok(principal) =
+                    shared::http::authenticate(&limits.keys, request.headers()).await
+                else {
+                    // The route answers 401 (or takes a resume token) itself, within the
+                    // address's rate for requests without a valid key or token.
+                    let Some(address) = peer(&request) else {
+                        return next.run(request).await;
+                    };
+                    let per_s = limits.config.anon_per_s;
+                    let bucket = Bucket {
+                        key: format!("rl:anon:{address}"),
+                        per_second: f64::from(per_s),
+                        burst: per_s,
+                    };
+                    return check(&limits, request, next, vec![bucket], &format!(
+                    "{per_s} requests a second from one address without a valid key or token"
+                ))
+                .await;
+                };
+                let plan = match limits.plans.of(principal.tenant_id).await {
+                    Ok(plan) => plan,
+                    Err(e) => return ApiError::unavailable("postgres", e).into_response(),
+                };
+                let buckets = caller_buckets(&limits.config, &principal, plan);
+                request.extensions_mut().insert(principal);
+                let of = limits.config.of(plan);
+                (
+                    buckets,
+                    format!(
+                        "{} requests a second per key and {} per tenant on plan {}",
+                        of.key_rate,
+                        of.tenant_rate,
+                        plan.as_str()
+                    ),
+                )
+            }
+        };
+    check(&limits, request, next, buckets, &what).await
+}
+
+/// The peer's address key (an IPv6 /64), if the server recorded the peer.
+fn peer(request: &Request) -> Option<String> {
+    let ConnectInfo(peer) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    Some(command_api::accounts::throttle::address_key(peer.ip()))
+}
+
+/// Counts the request in `buckets` and runs it, or refuses it.
+async fn check(
+    limits: &RateLimits,
+    request: Request,
+    next: Next,
+    buckets: Vec<Bucket>,
+    what: &str,
+) -> Response {
     match limits.limiter.check(&buckets).await {
         Ok(decision) if decision.allowed => {
             let mut response = next.run(request).await;
             rate_headers(response.headers_mut(), &decision);
             response
         }
-        Ok(decision) => refused(&decision, &what),
+        Ok(decision) => refused(&decision, what),
         Err(e) => {
             warn_unavailable(&e);
             if limits.config.fail_open {

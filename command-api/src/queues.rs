@@ -6,9 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::Stream;
 use shared::http::ApiError;
 use shared::ids::TenantId;
+use shared::queue;
 
 /// How long a made consumer is taken as current.
 const FRESH: Duration = Duration::from_secs(60);
@@ -20,8 +23,8 @@ pub struct Queues {
 }
 
 impl Queues {
-    /// Makes (or updates) `tenant`'s consumer on `axon`, running at most `concurrency`
-    /// tasks at once, unless this process did so within a minute.
+    /// Makes `tenant`'s consumer on `axon` if it is missing, or updates its concurrency
+    /// and ack wait, unless this process did so within a minute.
     pub async fn ensure(
         &self,
         axon: &Stream,
@@ -36,10 +39,32 @@ impl Queues {
         if current {
             return Ok(());
         }
-        let config = shared::queue::consumer_config(tenant, ack_wait, concurrency);
-        axon.create_consumer(config)
-            .await
-            .map_err(|e| ApiError::unavailable("nats", e))?;
+        let nats = |e: async_nats::Error| ApiError::unavailable("nats", e);
+        let name = queue::consumer_name(tenant);
+        match axon.consumer_info(&name).await {
+            Ok(info) => {
+                let wanted = i64::from(concurrency);
+                if info.config.max_ack_pending != wanted || info.config.ack_wait != ack_wait {
+                    let config = consumer::Config {
+                        max_ack_pending: wanted,
+                        ack_wait,
+                        ..info.config
+                    };
+                    axon.update_consumer(config)
+                        .await
+                        .map_err(|e| nats(e.into()))?;
+                }
+            }
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+                let config =
+                    queue::consumer_config(tenant, ack_wait, concurrency, DeliverPolicy::New);
+                // Another process may make it at the same moment, alike.
+                axon.create_consumer_strict(config)
+                    .await
+                    .map_err(|e| nats(e.into()))?;
+            }
+            Err(e) => return Err(nats(e.into())),
+        }
         self.lock().insert(tenant, (concurrency, Instant::now()));
         Ok(())
     }

@@ -38,8 +38,9 @@ pub struct Admitted {
     pub plan: Plan,
     /// What it allows.
     pub limits: PlanLimits,
-    /// The day counter it was counted in (given back if nothing is stored).
-    day_key: String,
+    /// The day counter it was counted in (given back if nothing is stored); none when Redis
+    /// could not count it.
+    day_key: Option<String>,
 }
 
 impl Quotas {
@@ -71,20 +72,27 @@ impl Quotas {
         let limits = *self.config.of(plan);
         let name = plan.as_str();
         if let Some(asked) = timeout_s.filter(|t| *t > limits.max_timeout_s) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
+            return Err(ApiError::too_many(
                 "quota_exceeded",
                 format!(
-                    "timeout_s {asked} is over the max_timeout_s of plan {name} ({} s); this does not reset: ask for at most that, or move to a larger plan",
+                    "timeout_s {asked} is over the max_timeout_s of plan {name} ({} s); ask for at most that, or move to a larger plan (a change of plan applies within a minute)",
                     limits.max_timeout_s
                 ),
+                60,
             ));
         }
         if !queue_if_busy {
-            let info = axon
+            let info = match axon
                 .consumer_info(shared::queue::consumer_name(tenant))
                 .await
-                .ok();
+            {
+                Ok(info) => Some(info),
+                // No consumer yet: nothing is started. Otherwise the publish will tell.
+                Err(e) => {
+                    tracing::debug!(%tenant, error = %e, "no queue to count started tasks by");
+                    None
+                }
+            };
             // Waiting (not yet delivered) and taken (delivered, not acked: running).
             let busy = info.is_some_and(|i| {
                 i.num_pending + i.num_ack_pending as u64 >= u64::from(limits.concurrency)
@@ -103,13 +111,25 @@ impl Quotas {
         let now = Utc::now();
         let day_key = format!("quota:tasks:{tenant}:{}", now.format("%Y-%m-%d"));
         let mut redis = self.redis.clone();
-        let counted: i64 = self
+        let counted: i64 = match self
             .reserve
             .key(&day_key)
             .arg(limits.tasks_per_day)
             .invoke_async(&mut redis)
             .await
-            .map_err(|e| ApiError::unavailable("redis", e))?;
+        {
+            Ok(counted) => counted,
+            // As the rate limiter does (RATE_LIMIT_FAIL): uncounted, or refused.
+            Err(e) if self.config.fail_open => {
+                tracing::warn!(error = %e, "cannot count today's tasks; starting uncounted (RATE_LIMIT_FAIL=open)");
+                return Ok(Admitted {
+                    plan,
+                    limits,
+                    day_key: None,
+                });
+            }
+            Err(e) => return Err(ApiError::unavailable("redis", e)),
+        };
         if counted < 0 {
             let midnight = (now.date_naive() + Days::days(1))
                 .and_hms_opt(0, 0, 0)
@@ -128,16 +148,19 @@ impl Quotas {
         Ok(Admitted {
             plan,
             limits,
-            day_key,
+            day_key: Some(day_key),
         })
     }
 
     /// Gives back the count of a start that stored nothing new (a retried start) or
     /// failed.
     pub async fn give_back(&self, admitted: &Admitted) {
+        let Some(day_key) = &admitted.day_key else {
+            return;
+        };
         let mut redis = self.redis.clone();
         let given: Result<i64, _> = redis::cmd("DECR")
-            .arg(&admitted.day_key)
+            .arg(day_key)
             .query_async(&mut redis)
             .await;
         if let Err(e) = given {

@@ -3,6 +3,7 @@
 //! (and at shutdown), one statement for everything counted.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use chrono::{NaiveDate, Utc};
 use shared::ids::TenantId;
 use shared::usage::{self, Additions};
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How often counts are written.
@@ -19,10 +21,15 @@ const STREAM_BATCH: u64 = 64 * 1024;
 
 type Counts = HashMap<(TenantId, NaiveDate, &'static str), i64>;
 
+/// How long the last write at shutdown waits for open streams to count their last bytes.
+const LAST_WAIT: Duration = Duration::from_secs(5);
+
 /// Counts not yet written.
 #[derive(Clone, Default)]
 pub struct Usage {
     pending: Arc<Mutex<Counts>>,
+    /// Streams counting now, and news of the last one ending.
+    streams: Arc<(AtomicUsize, Notify)>,
 }
 
 impl Usage {
@@ -35,6 +42,7 @@ impl Usage {
     /// A stream's bytes counter for `tenant` (its connection is counted now).
     pub fn stream(&self, tenant: TenantId) -> StreamUsage {
         self.add(tenant, usage::STREAM_CONNECTIONS, 1);
+        self.streams.0.fetch_add(1, Ordering::SeqCst);
         StreamUsage {
             usage: self.clone(),
             tenant,
@@ -42,7 +50,8 @@ impl Usage {
         }
     }
 
-    /// Writes the counts every second until `shutdown`, then once more.
+    /// Writes the counts every second until `shutdown`, then once more when the open
+    /// streams (which end at shutdown) have counted their last bytes.
     pub async fn flush_every_second(self, pool: PgPool, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         loop {
@@ -50,6 +59,9 @@ impl Usage {
                 _ = tick.tick() => false,
                 () = shutdown.cancelled() => true,
             };
+            if stopping {
+                let _ = tokio::time::timeout(LAST_WAIT, self.streams_ended()).await;
+            }
             let counts = std::mem::take(&mut *self.lock());
             if !counts.is_empty()
                 && let Err(e) = write(&pool, &counts).await
@@ -63,6 +75,17 @@ impl Usage {
             if stopping {
                 return;
             }
+        }
+    }
+
+    async fn streams_ended(&self) {
+        let (open, ended) = &*self.streams;
+        loop {
+            let notified = ended.notified();
+            if open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -97,6 +120,10 @@ impl Drop for StreamUsage {
         if self.bytes > 0 {
             self.usage
                 .add(self.tenant, usage::BYTES_STREAMED, self.bytes);
+        }
+        let (open, ended) = &*self.usage.streams;
+        if open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            ended.notify_waiters();
         }
     }
 }

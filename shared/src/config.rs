@@ -376,6 +376,7 @@ impl Config {
                     }
                 },
                 auth_per_min: env.positive("AUTH_RATE_PER_MIN", 10)?,
+                anon_per_s: env.positive("ANON_RATE_PER_S", 20)?,
                 plans: [
                     plan!(env, "TRIAL", [5, 10, 2, 100, 10, 600]),
                     plan!(env, "ENTRY", [20, 50, 10, 5_000, 100, 3_600]),

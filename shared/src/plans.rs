@@ -72,6 +72,9 @@ pub struct LimitsConfig {
     /// `AUTH_RATE_PER_MIN` (default 10): sign-in requests (register, login, refresh) a
     /// minute from one address (an IPv6 /64).
     pub auth_per_min: u32,
+    /// `ANON_RATE_PER_S` (default 20): requests a second from one address without a valid
+    /// key or token (resume-token streams, wrong keys).
+    pub anon_per_s: u32,
     /// Trial, entry, pro, enterprise, in [`Plan::ALL`] order.
     pub plans: [PlanLimits; 4],
 }

@@ -2,9 +2,11 @@
 //! so workers can take tenants in turn and a tenant with a long queue delays nobody else.
 //!
 //! command-api makes a tenant's consumer before it publishes the tenant's first start, with
-//! the plan's concurrency; workers make it when they hear of a tenant whose consumer is
-//! missing. Consumers deliver from the start of `AXON`, so a consumer made late misses
-//! nothing.
+//! the plan's concurrency, delivering what is published from then on (every process that
+//! publishes a start has made sure of the consumer first, so none is missed, and starts
+//! older than the consumer, from before an upgrade, are not run again). A worker that
+//! hears of a start whose tenant has no consumer (the stream was made anew) makes one that
+//! delivers from the start of `AXON`.
 
 use std::time::Duration;
 
@@ -44,12 +46,18 @@ pub fn tenant_of_subject(subject: &str) -> Option<TenantId> {
 pub const UNLIMITED: u32 = 10_000;
 
 /// The config of `tenant`'s consumer: `ack_wait` is `WORKER_ACK_WAIT_S`; `concurrency`
-/// bounds its commands delivered and not acked, so no more of its tasks run at once.
-pub fn consumer_config(tenant: TenantId, ack_wait: Duration, concurrency: u32) -> pull::Config {
+/// bounds its commands delivered and not acked, so no more of its tasks run at once;
+/// `deliver` says where a new consumer starts.
+pub fn consumer_config(
+    tenant: TenantId,
+    ack_wait: Duration,
+    concurrency: u32,
+    deliver: DeliverPolicy,
+) -> pull::Config {
     pull::Config {
         durable_name: Some(consumer_name(tenant)),
         filter_subject: format!("axon.cmd.{tenant}.*.start"),
-        deliver_policy: DeliverPolicy::All,
+        deliver_policy: deliver,
         ack_policy: AckPolicy::Explicit,
         ack_wait,
         max_ack_pending: i64::from(concurrency),

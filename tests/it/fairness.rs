@@ -85,6 +85,28 @@ async fn a_tenants_backlog_does_not_delay_another_tenant() -> anyhow::Result<()>
         waiting > 1_000,
         "only {waiting} of A's tasks were still waiting"
     );
+
+    // Commands workers took and held while their slots were busy were never given to a
+    // second worker: no task of A started twice (the ack wait here is 2 s).
+    let pool = cluster.pg().await?;
+    let ended = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM tasks WHERE tenant_id = $1 AND state = 'succeeded'",
+        )
+        .bind(alpha.0)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0)
+    };
+    e2e::eventually(|| async { ended().await >= 12 }).await?;
+    let twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT task_id FROM task_events
+          WHERE tenant_id = $1 AND kind = 'started' GROUP BY task_id HAVING count(*) > 1) t",
+    )
+    .bind(alpha.0)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(twice, 0, "tasks of A started more than once");
     Ok(())
 }
 

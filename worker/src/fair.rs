@@ -1,13 +1,18 @@
 //! Fair taking of start commands: tenants take turns, one command per free slot, so a
 //! tenant with thousands waiting delays another tenant's task by one slot at most. Within
-//! a tenant, the highest priority among its next [`WINDOW`] waiting commands runs first,
-//! the oldest first among equals.
+//! a tenant, the highest priority among the commands taken runs first, the oldest first
+//! among equals: up to [`WINDOW`] of its next waiting commands, and no more than its
+//! consumer lets be taken at once (its plan's concurrency).
+//!
+//! A command taken and not yet running must not outlive its ack wait (another worker would
+//! run it too): one held for a third of it (at most 2 s) is handed back
+//! ([`Fair::release_stale`]), and taken again by whichever worker has a slot first.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
@@ -16,9 +21,8 @@ use shared::queue;
 
 /// How many of a tenant's waiting commands a worker looks at to find the highest priority.
 pub(crate) const WINDOW: usize = 64;
-/// How long a take waits for the next command of a reply before it stops reading.
-const IDLE: Duration = Duration::from_millis(20);
-/// When the server ends a take's request at the latest.
+/// When the server ends a take's request at the latest (it ends at once when it has given
+/// what it has).
 const EXPIRES: Duration = Duration::from_millis(200);
 
 /// A command taken from its tenant's consumer, not yet running.
@@ -59,8 +63,20 @@ impl Ord for Waiting {
 struct Queue {
     consumer: PullConsumer,
     held: BinaryHeap<Waiting>,
+    /// When the oldest held command's ack wait last began (taken, or kept in progress).
+    held_since: Option<Instant>,
     /// In the turn order now.
     in_turn: bool,
+}
+
+impl Queue {
+    /// Hands every held command back.
+    async fn hand_back(&mut self) {
+        for waiting in self.held.drain() {
+            let _ = waiting.message.ack_with(AckKind::Nak(None)).await;
+        }
+        self.held_since = None;
+    }
 }
 
 /// The tenants' queues and whose turn it is.
@@ -70,6 +86,8 @@ pub(crate) struct Fair {
     queues: HashMap<TenantId, Queue>,
     /// Tenants that may have work, the next one first.
     turn: VecDeque<TenantId>,
+    /// When held commands were last looked at for their age.
+    checked: Instant,
 }
 
 impl Fair {
@@ -80,6 +98,7 @@ impl Fair {
             ack_wait,
             queues: HashMap::new(),
             turn: VecDeque::new(),
+            checked: Instant::now(),
         }
     }
 
@@ -93,6 +112,7 @@ impl Fair {
                         let queue = Queue {
                             consumer,
                             held: BinaryHeap::new(),
+                            held_since: None,
                             in_turn: false,
                         };
                         self.queues.insert(tenant, queue);
@@ -117,7 +137,12 @@ impl Fair {
         match self.axon.get_consumer(&queue::consumer_name(tenant)).await {
             Ok(consumer) => Ok(consumer),
             Err(_) => {
-                let config = queue::consumer_config(tenant, self.ack_wait, queue::UNLIMITED);
+                let config = queue::consumer_config(
+                    tenant,
+                    self.ack_wait,
+                    queue::UNLIMITED,
+                    DeliverPolicy::All,
+                );
                 Ok(self.axon.create_consumer_strict(config).await?)
             }
         }
@@ -126,6 +151,7 @@ impl Fair {
     /// The next command to run: the highest-priority waiting command of the next tenant
     /// in turn that has one. None when no tenant has work now.
     pub async fn next(&mut self) -> Option<Message> {
+        self.release_stale().await;
         let mut remade = Vec::new();
         while let Some(tenant) = self.turn.pop_front() {
             let queue = self
@@ -149,6 +175,9 @@ impl Fair {
             }
             let queue = self.queues.get_mut(&tenant).expect("still there");
             if let Some(waiting) = queue.held.pop() {
+                if queue.held.is_empty() {
+                    queue.held_since = None;
+                }
                 self.turn.push_back(tenant);
                 return Some(waiting.message);
             }
@@ -157,18 +186,36 @@ impl Fair {
         None
     }
 
+    /// How long a command may be held before its ack wait is restarted or it is handed
+    /// back: well inside the ack wait.
+    pub fn max_hold(&self) -> Duration {
+        (self.ack_wait / 3).min(Duration::from_secs(2))
+    }
+
     /// Whether commands are taken but not running.
     pub fn holds(&self) -> bool {
         self.queues.values().any(|q| !q.held.is_empty())
     }
 
-    /// Hands every taken command back (no slot freed for them, or shutdown), so another
-    /// worker may run them.
+    /// Hands back the commands held longer than [`Fair::max_hold`] (no slot freed for them
+    /// in time), so another worker may run them. Looks at most twice per `max_hold`.
+    pub async fn release_stale(&mut self) {
+        let max_hold = self.max_hold();
+        if self.checked.elapsed() < max_hold / 2 {
+            return;
+        }
+        self.checked = Instant::now();
+        for queue in self.queues.values_mut() {
+            if queue.held_since.is_some_and(|at| at.elapsed() >= max_hold) {
+                queue.hand_back().await;
+            }
+        }
+    }
+
+    /// Hands every held command back (shutdown).
     pub async fn release(&mut self) {
         for queue in self.queues.values_mut() {
-            for waiting in queue.held.drain() {
-                let _ = waiting.message.ack_with(AckKind::Nak(None)).await;
-            }
+            queue.hand_back().await;
         }
     }
 
@@ -176,37 +223,40 @@ impl Fair {
     /// again makes the consumer again.
     async fn forget(&mut self, tenant: TenantId) {
         if let Some(mut queue) = self.queues.remove(&tenant) {
-            for waiting in queue.held.drain() {
-                let _ = waiting.message.ack_with(AckKind::Nak(None)).await;
-            }
+            queue.hand_back().await;
         }
     }
 }
 
-/// Takes up to `wanted` commands waiting now (no more than the consumer may have unacked).
-/// The server answers at once with what it has, except when the tenant is at its plan's
-/// concurrency: then the request would stay open, so reading stops after a pause of
-/// [`IDLE`] and the request expires soon after.
+/// Takes up to `wanted` commands waiting now, no more than the consumer may have unacked
+/// (so the server answers at once; a request for more would wait for acks).
 async fn take(queue: &mut Queue, wanted: usize) -> Result<(), async_nats::Error> {
-    let most = usize::try_from(queue.consumer.cached_info().config.max_ack_pending)
-        .unwrap_or(usize::MAX)
-        .max(1);
+    let info = queue.consumer.info().await?;
+    let most = usize::try_from(info.config.max_ack_pending.max(1)).unwrap_or(usize::MAX);
+    let asked = wanted.min(most.saturating_sub(info.num_ack_pending));
+    if asked == 0 {
+        return Ok(());
+    }
     let mut batch = queue
         .consumer
         .fetch()
-        .max_messages(wanted.min(most))
+        .max_messages(asked)
         .expires(EXPIRES)
         .messages()
         .await?;
-    while let Ok(Some(message)) = tokio::time::timeout(IDLE, batch.next()).await {
+    while let Some(message) = batch.next().await {
         let message = message?;
         let seq = message.info()?.stream_sequence;
+        if queue.held.iter().any(|w| w.seq == seq) {
+            continue;
+        }
         let priority = queue::priority(message.headers.as_ref());
         queue.held.push(Waiting {
             priority,
             seq,
             message,
         });
+        queue.held_since.get_or_insert_with(Instant::now);
     }
     Ok(())
 }

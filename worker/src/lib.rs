@@ -16,7 +16,6 @@ mod tenants;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_nats::jetstream::Context;
 use async_nats::jetstream::stream::Stream;
@@ -25,10 +24,6 @@ use shared::ids::TaskId;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// How long start commands taken for free slots may wait for one before they are handed
-/// back for other workers.
-const HOLD: Duration = Duration::from_secs(2);
 
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +129,9 @@ impl Worker {
                 tokio::select! {
                     slot = slots.clone().acquire_owned() => break slot.expect("the semaphore is never closed"),
                     // No slot freed in a while: another worker may run what this one took.
-                    () = tokio::time::sleep(HOLD), if fair.holds() => fair.release().await,
+                    () = tokio::time::sleep(fair.max_hold() / 2), if fair.holds() => {
+                        fair.release_stale().await;
+                    }
                     () = shutdown.cancelled() => {
                         fair.release().await;
                         return;

@@ -93,9 +93,10 @@ impl Throttle {
     }
 }
 
-/// The throttle's key for a peer address: IPv6 by its /64 (one customer's prefix).
+/// The throttle's key for a peer address: IPv6 by its /64 (one customer's prefix), an
+/// IPv4-mapped IPv6 address as the IPv4 one.
 pub fn address_key(ip: std::net::IpAddr) -> String {
-    match ip {
+    match ip.to_canonical() {
         std::net::IpAddr::V4(v4) => format!("addr:{v4}"),
         std::net::IpAddr::V6(v6) => {
             let prefix = v6.segments();

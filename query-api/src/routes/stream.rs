@@ -114,11 +114,11 @@ async fn open(
     from: u64,
 ) -> Result<Response, ApiError> {
     let slot = take_slot(&state, tenant).await?;
-    let usage = state.usage.stream(tenant);
     // Subscribe before reading anything, so no live event falls between.
     let subscription = state.hub.subscribe(task);
     let status = status::find(&state.pool, &state.axon, tenant, task).await?;
     crate::reads::check_position(&status, from)?;
+    let usage = state.usage.stream(tenant);
     let ended = terminal_state(&status.state) && status.last_seq <= from;
     let state_shutdown = state.shutdown.clone();
     let follower = (!ended).then(|| Follower::new(state, tenant, task, from, subscription));
