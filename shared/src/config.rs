@@ -244,7 +244,15 @@ impl Config {
 
     /// Reads configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let config = Self::read(&Env(&lookup))?;
+        let env = Env(&lookup);
+        // Stripe billing is not part of this build; nothing depends on it.
+        if env.parsed("BILLING_ENABLED", false)? {
+            return Err(Error {
+                var: "BILLING_ENABLED",
+                reason: "billing is not available in this build; leave it false (plans are set with `axontask keys create --plan`)".into(),
+            });
+        }
+        let config = Self::read(&env)?;
         if config.auth.jwt_secret.as_deref() == Some(config.hmac_secret.as_str()) {
             return Err(Error {
                 var: "JWT_SECRET",
@@ -607,6 +615,9 @@ mod tests {
         assert!(config.mcp.allowed_origins.is_empty());
         assert_eq!(config.mcp.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
         assert!(!config.mcp.fixtures);
+        assert!(config.limits.enabled && config.limits.fail_open);
+        assert_eq!(config.limits.of(crate::plans::Plan::Entry).concurrency, 10);
+        assert!(!config.webhooks.allow_private);
     }
 
     #[test]
@@ -630,6 +641,11 @@ mod tests {
             ("TASK_MAX_EVENTS", "0"),
             ("AXON_LOG_MAX_AGE_S", "-1"),
             ("RECEIPT_SIGNING_KEY_ED25519", "c2hvcnQ"),
+            ("BILLING_ENABLED", "true"),
+            ("RATE_LIMIT_FAIL", "sometimes"),
+            ("ENTRY_CONCURRENCY", "0"),
+            ("TRIAL_RATE_PER_S", "fast"),
+            ("WEBHOOK_MAX_ATTEMPTS", "0"),
             (
                 "RECEIPT_SIGNING_KEY_ED25519",
                 "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----",

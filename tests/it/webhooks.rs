@@ -247,6 +247,17 @@ async fn private_targets_bad_input_other_tenants_and_read_only_keys_are_refused(
         refused(json!({"url": "https://x.example.com", "secret": "mine"})).await?,
         (400, "invalid_body".into())
     );
+    let malformed = cluster
+        .http
+        .post(format!("{}/api/webhooks", cluster.base_url))
+        .header("X-Api-Key", &key)
+        .header("Content-Type", "application/json")
+        .body("{\"url\": ")
+        .send()
+        .await?;
+    assert_eq!(malformed.status(), 400);
+    let body: Value = malformed.json().await?;
+    assert!(body["error"]["message"].is_string(), "{body}");
     let (status, list) = cluster.get("/api/webhooks", Some(&key)).await?;
     assert_eq!(
         (status, list["webhooks"].clone()),

@@ -20,7 +20,7 @@ use shared::ids::TenantId;
 use shared::queue;
 
 /// How many of a tenant's waiting commands a worker looks at to find the highest priority.
-pub(crate) const WINDOW: usize = 64;
+const WINDOW: usize = 64;
 /// When the server ends a take's request at the latest (it ends at once when it has given
 /// what it has).
 const EXPIRES: Duration = Duration::from_millis(200);
@@ -63,7 +63,7 @@ impl Ord for Waiting {
 struct Queue {
     consumer: PullConsumer,
     held: BinaryHeap<Waiting>,
-    /// When the oldest held command's ack wait last began (taken, or kept in progress).
+    /// When the oldest held command was taken.
     held_since: Option<Instant>,
     /// In the turn order now.
     in_turn: bool,
