@@ -32,6 +32,16 @@ pub struct Quotas {
     reserve: std::sync::Arc<Script>,
 }
 
+/// Today's count of started tasks.
+enum Today {
+    /// Counted, in this key.
+    Counted(String),
+    /// Redis did not answer and the limiter fails open.
+    Uncounted,
+    /// The day's quota is used up; it resets in `wait` seconds.
+    Full { wait: u64 },
+}
+
 /// A task start that passed the quotas.
 pub struct Admitted {
     /// The tenant's plan.
@@ -81,33 +91,75 @@ impl Quotas {
                 60,
             ));
         }
-        if !queue_if_busy {
-            let info = match axon
-                .consumer_info(shared::queue::consumer_name(tenant))
-                .await
-            {
-                Ok(info) => Some(info),
-                // No consumer yet: nothing is started. Otherwise the publish will tell.
-                Err(e) => {
-                    tracing::debug!(%tenant, error = %e, "no queue to count started tasks by");
-                    None
-                }
-            };
-            // Waiting (not yet delivered) and taken (delivered, not acked: running).
-            let busy = info.is_some_and(|i| {
-                i.num_pending + i.num_ack_pending as u64 >= u64::from(limits.concurrency)
-            });
-            if busy {
+        // Both in flight at once: one round trip's wait, not two.
+        let (busy, counted) = tokio::join!(
+            self.busy(axon, tenant, &limits, queue_if_busy),
+            self.count_today(tenant, &limits)
+        );
+        let day_key = match counted {
+            Ok(Today::Counted(key)) => Some(key),
+            Ok(Today::Uncounted) => None,
+            Ok(Today::Full { wait }) => {
                 return Err(ApiError::too_many(
                     "quota_exceeded",
                     format!(
-                        "{0} tasks are already started and not ended, the concurrency of plan {name}; one frees as soon as a task ends, or start with queue_if_busy: true to wait in the queue",
-                        limits.concurrency
+                        "{} tasks were started today, the tasks_per_day of plan {name}; it resets at 00:00 UTC (in {wait} s)",
+                        limits.tasks_per_day
                     ),
-                    1,
+                    wait,
                 ));
             }
+            Err(e) => return Err(e),
+        };
+        let admitted = Admitted {
+            plan,
+            limits,
+            day_key,
+        };
+        if busy {
+            self.give_back(&admitted).await;
+            return Err(ApiError::too_many(
+                "quota_exceeded",
+                format!(
+                    "{0} tasks are already started and not ended, the concurrency of plan {name}; one frees as soon as a task ends, or start with queue_if_busy: true to wait in the queue",
+                    limits.concurrency
+                ),
+                1,
+            ));
         }
+        Ok(admitted)
+    }
+
+    /// Whether the tenant has as many tasks started and not ended as its plan allows
+    /// (never, for a start that asks to wait).
+    async fn busy(
+        &self,
+        axon: &Stream,
+        tenant: TenantId,
+        limits: &PlanLimits,
+        queue_if_busy: bool,
+    ) -> bool {
+        if queue_if_busy {
+            return false;
+        }
+        match axon
+            .consumer_info(shared::queue::consumer_name(tenant))
+            .await
+        {
+            // Waiting (not yet delivered) and taken (delivered, not acked: running).
+            Ok(info) => {
+                info.num_pending + info.num_ack_pending as u64 >= u64::from(limits.concurrency)
+            }
+            // No consumer yet: nothing is started. Otherwise the publish will tell.
+            Err(e) => {
+                tracing::debug!(%tenant, error = %e, "no queue to count started tasks by");
+                false
+            }
+        }
+    }
+
+    /// Counts a start in today's counter of `tenant`, unless that makes too many.
+    async fn count_today(&self, tenant: TenantId, limits: &PlanLimits) -> Result<Today, ApiError> {
         let now = Utc::now();
         let day_key = format!("quota:tasks:{tenant}:{}", now.format("%Y-%m-%d"));
         let mut redis = self.redis.clone();
@@ -122,34 +174,19 @@ impl Quotas {
             // As the rate limiter does (RATE_LIMIT_FAIL): uncounted, or refused.
             Err(e) if self.config.fail_open => {
                 tracing::warn!(error = %e, "cannot count today's tasks; starting uncounted (RATE_LIMIT_FAIL=open)");
-                return Ok(Admitted {
-                    plan,
-                    limits,
-                    day_key: None,
-                });
+                return Ok(Today::Uncounted);
             }
             Err(e) => return Err(ApiError::unavailable("redis", e)),
         };
-        if counted < 0 {
-            let midnight = (now.date_naive() + Days::days(1))
-                .and_hms_opt(0, 0, 0)
-                .expect("midnight exists")
-                .and_utc();
-            let wait = u64::try_from((midnight - now).num_seconds()).unwrap_or(0) + 1;
-            return Err(ApiError::too_many(
-                "quota_exceeded",
-                format!(
-                    "{} tasks were started today, the tasks_per_day of plan {name}; it resets at 00:00 UTC (in {wait} s)",
-                    limits.tasks_per_day
-                ),
-                wait,
-            ));
+        if counted >= 0 {
+            return Ok(Today::Counted(day_key));
         }
-        Ok(Admitted {
-            plan,
-            limits,
-            day_key: Some(day_key),
-        })
+        let midnight = (now.date_naive() + Days::days(1))
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc();
+        let wait = u64::try_from((midnight - now).num_seconds()).unwrap_or(0) + 1;
+        Ok(Today::Full { wait })
     }
 
     /// Gives back the count of a start that stored nothing new (a retried start) or
