@@ -7,5 +7,7 @@ cd "$root"
 bash scripts/services.sh >/dev/null
 # shellcheck disable=SC1091
 source "${AXON_DATA_DIR:-$root/.data}/services.env"
+# HTTP load comes from wrk, a load tool faster than the server it drives.
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet -p axontask
 cargo bench --quiet -p e2e --bench pipeline

@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use anyhow::Context;
+mod load;
+
 use e2e::mcp::{Session, sse_messages};
 use e2e::{Cluster, Options};
 use futures::StreamExt;
@@ -54,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // `BENCH_ONLY=receipts,sse` runs only those sections (shell, many, receipts, sse, mcp,
-    // limits)
+    // limits, short, latency)
     // after the raw rows.
     let only = std::env::var("BENCH_ONLY").ok();
     let wants = |name: &str| {
@@ -78,6 +80,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("limits") {
         limits_rows(&mut cluster).await?;
+    }
+    if wants("short") {
+        short_rows(&cluster).await?;
+    }
+    if wants("latency") {
+        latency_rows(&cluster).await?;
     }
     Ok(())
 }
@@ -500,6 +508,81 @@ async fn emit_to_progress(cluster: &mut Cluster, steps: usize) -> anyhow::Result
     all.sort_by(f64::total_cmp);
     let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
     Ok((at(0.5), at(0.99), at(1.0)))
+}
+
+/// Short mock tasks started by `wrk` (32 connections, 5 s): tasks a second from the first
+/// start to the last terminal event in Postgres, beside the starts the API accepted.
+async fn short_rows(cluster: &Cluster) -> anyhow::Result<()> {
+    let pool = cluster.pg().await?;
+    for steps in [1, 3] {
+        let tenant = format!("short-{steps}");
+        let key = cluster.create_key(&tenant).await?;
+        let body =
+            json!({"name": "short", "adapter": "mock", "args": {"steps": steps, "interval_ms": 0}});
+        let wrk = load::run(&load::Load {
+            url: format!("{}/mcp/start_task", cluster.base_url),
+            key: &key,
+            body: Some(&body),
+            connections: 32,
+            duration: std::time::Duration::from_secs(5),
+            pause: None,
+        })
+        .await?;
+        let tasks = i64::try_from(wrk.requests)?;
+        // Every accepted start ends; the rate is from the first start to the last end.
+        let deadline = Instant::now() + std::time::Duration::from_secs(300);
+        let (ended, seconds) = loop {
+            let (ended, seconds): (i64, Option<f64>) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE t.state = 'succeeded'),
+                        EXTRACT(EPOCH FROM max(t.ended_at) - min(t.created_at))::float8
+                 FROM tasks t JOIN tenants n ON n.tenant_id = t.tenant_id WHERE n.name = $1",
+            )
+            .bind(&tenant)
+            .fetch_one(&pool)
+            .await?;
+            if ended >= tasks || Instant::now() > deadline {
+                break (ended, seconds.unwrap_or(f64::NAN));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        anyhow::ensure!(ended == tasks, "{ended} of {tasks} tasks ended");
+        println!(
+            "{:<58} {:>10.0} tasks/s (API accepted {:.0}/s)",
+            format!("{steps}-step mock tasks, wrk 32 conns × 5 s, start → end"),
+            tasks as f64 / seconds,
+            wrk.per_second
+        );
+    }
+    Ok(())
+}
+
+/// `start_task` and `/healthz` latency from one `wrk` connection pausing 2 ms between
+/// requests (a steady ~400 a second).
+async fn latency_rows(cluster: &Cluster) -> anyhow::Result<()> {
+    let body =
+        json!({"name": "latency", "adapter": "mock", "args": {"steps": 1, "interval_ms": 0}});
+    for (what, path, body) in [
+        ("start_task", "/mcp/start_task", Some(&body)),
+        ("GET /healthz (the same server, no work)", "/healthz", None),
+    ] {
+        let wrk = load::run(&load::Load {
+            url: format!("{}{path}", cluster.base_url),
+            key: &cluster.api_key,
+            body,
+            connections: 1,
+            duration: std::time::Duration::from_secs(5),
+            pause: Some(std::time::Duration::from_millis(2)),
+        })
+        .await?;
+        println!(
+            "{:<58} p50 {:.2} ms, p99 {:.2} ms ({:.0}/s)",
+            format!("{what}, one wrk connection"),
+            wrk.p50.as_secs_f64() * 1000.0,
+            wrk.p99.as_secs_f64() * 1000.0,
+            wrk.per_second
+        );
+    }
+    Ok(())
 }
 
 /// `start_task` latency with rate limits and quotas (the cluster's API) beside a second API
