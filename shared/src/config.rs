@@ -77,7 +77,8 @@ pub struct WebhookConfig {
     /// `WEBHOOK_ALLOW_PRIVATE` (default false): allow `http` and private, loopback or
     /// link-local targets (development and tests only).
     pub allow_private: bool,
-    /// `WEBHOOK_MAX_ATTEMPTS` (default 8): attempts at a delivery before it fails.
+    /// `WEBHOOK_MAX_ATTEMPTS` (default 16: retries for about five hours): attempts at a
+    /// delivery before it fails.
     pub max_attempts: u32,
     /// `WEBHOOK_RETRY_BASE_MS` (default 1000): the wait after the first failed attempt;
     /// each next wait doubles (at most an hour), less up to half at random.
@@ -394,7 +395,7 @@ impl Config {
             },
             webhooks: WebhookConfig {
                 allow_private: env.parsed("WEBHOOK_ALLOW_PRIVATE", false)?,
-                max_attempts: env.positive("WEBHOOK_MAX_ATTEMPTS", 8)?,
+                max_attempts: env.positive("WEBHOOK_MAX_ATTEMPTS", 16)?,
                 retry_base: Duration::from_millis(env.positive("WEBHOOK_RETRY_BASE_MS", 1000)?),
                 timeout: Duration::from_secs(env.positive("WEBHOOK_TIMEOUT_S", 10)?),
             },

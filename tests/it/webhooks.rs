@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 /// A delivery as the receiver got it.
 struct Received {
+    delivery: String,
     timestamp: String,
     signature: String,
     body: Bytes,
@@ -56,6 +57,7 @@ async fn receiver(failures: usize) -> anyhow::Result<(String, mpsc::UnboundedRec
                         .to_owned()
                 };
                 let _ = sent.send(Received {
+                    delivery: header("x-axon-delivery"),
                     timestamp: header("x-axon-timestamp"),
                     signature: header("x-axon-signature"),
                     body,
@@ -166,9 +168,15 @@ async fn terminal_events_are_delivered_signed_and_a_failing_receiver_gets_the_th
     let task = cluster
         .start_task(json!({"name": "again", "adapter": "mock", "args": {"steps": 1}}))
         .await?;
+    let mut deliveries = Vec::new();
     for _ in 0..3 {
-        next(&mut flaky).await?;
+        deliveries.push(next(&mut flaky).await?.delivery);
     }
+    assert!(!deliveries[0].is_empty(), "no X-Axon-Delivery");
+    assert!(
+        deliveries.iter().all(|d| *d == deliveries[0]),
+        "every attempt names the same delivery: {deliveries:?}"
+    );
     let pool = cluster.pg().await?;
     let task_id: uuid::Uuid = task.parse()?;
     let mut attempts: Vec<(i32, Option<i32>)> = Vec::new();

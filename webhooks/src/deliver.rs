@@ -1,27 +1,39 @@
 //! Attempts due deliveries: each is leased, posted, and its attempt recorded with the
 //! delivery's new state (delivered; pending again after an exponential wait with jitter;
-//! failed after the last attempt). Several processes may deliver at once (the lease uses
-//! `FOR UPDATE SKIP LOCKED`).
+//! failed after the last attempt). Attempts run side by side, [`AT_ONCE`] at most and
+//! [`PER_WEBHOOK`] per webhook, so one slow receiver cannot hold up the others; more are
+//! taken as soon as one ends. Several processes may deliver at once (the lease uses
+//! `FOR UPDATE SKIP LOCKED`). Finished deliveries are pruned after [`KEEP_DAYS`] days.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use rand::Rng;
 use shared::config::WebhookConfig;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::send::Sender;
 use crate::store::{self, Attempted, Due};
 
-/// Deliveries attempted at once.
-const AT_ONCE: i64 = 64;
+/// Attempts in flight at once.
+const AT_ONCE: usize = 64;
+/// Attempts in flight at once to one webhook.
+const PER_WEBHOOK: usize = 4;
 /// How often due deliveries are looked for when nothing new was queued.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// The longest wait between attempts.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// Days finished deliveries and their attempts are kept.
+pub const KEEP_DAYS: i32 = 7;
+/// How often finished deliveries are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Delivers until `shutdown`; `queued` wakes it early.
+/// Delivers until `shutdown` (attempts in flight then finish); `queued` wakes it early.
 pub async fn run(
     pool: PgPool,
     sender: Sender,
@@ -31,38 +43,72 @@ pub async fn run(
 ) {
     // A lease outlives any attempt: the timeout, and a margin.
     let lease = config.timeout.as_secs_f64() + 30.0;
-    loop {
-        match store::take_due(&pool, AT_ONCE, lease).await {
-            Ok(due) if !due.is_empty() => {
-                let attempts = due.iter().map(|d| attempt(&pool, &sender, &config, d));
-                futures::future::join_all(attempts).await;
-                continue;
+    let mut in_flight = FuturesUnordered::new();
+    let mut per_webhook: HashMap<Uuid, usize> = HashMap::new();
+    let mut pruned = Instant::now() - PRUNE_EVERY;
+    while !shutdown.is_cancelled() {
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = Instant::now();
+            if let Err(e) = store::prune(&pool, KEEP_DAYS).await {
+                tracing::warn!(error = %e, "cannot prune finished webhook deliveries");
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot take due webhook deliveries; retrying"),
+        }
+        let room = AT_ONCE - in_flight.len();
+        if room > 0 {
+            let busy: Vec<Uuid> = per_webhook
+                .iter()
+                .filter(|(_, n)| **n >= PER_WEBHOOK)
+                .map(|(id, _)| *id)
+                .collect();
+            match store::take_due(&pool, room, PER_WEBHOOK, &busy, lease).await {
+                Ok(due) => {
+                    for due in due {
+                        *per_webhook.entry(due.webhook_id).or_default() += 1;
+                        in_flight.push(attempt(&pool, &sender, &config, due));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take due webhook deliveries; retrying");
+                }
+            }
         }
         tokio::select! {
+            Some(webhook) = in_flight.next() => {
+                if let Some(n) = per_webhook.get_mut(&webhook) {
+                    *n -= 1;
+                    if *n == 0 {
+                        per_webhook.remove(&webhook);
+                    }
+                }
+            }
             () = queued.notified() => {}
             () = tokio::time::sleep(LOOK_EVERY) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {}
         }
     }
+    while in_flight.next().await.is_some() {}
 }
 
 /// The body of a delivery.
-pub fn body(webhook_id: uuid::Uuid, event: &serde_json::Value) -> Vec<u8> {
+pub fn body(webhook_id: Uuid, event: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"webhook_id": webhook_id, "event": event}))
         .expect("JSON values serialize")
 }
 
-async fn attempt(pool: &PgPool, sender: &Sender, config: &WebhookConfig, due: &Due) {
+/// Attempts `due` and records it; the webhook it was for.
+async fn attempt(pool: &PgPool, sender: &Sender, config: &WebhookConfig, due: Due) -> Uuid {
     let number = due.attempts + 1;
     let started = Instant::now();
     let posted = if due.deleted {
         Err("the webhook was deleted".to_owned())
     } else {
         sender
-            .post(&due.url, &due.secret, body(due.webhook_id, &due.event))
+            .post(
+                &due.url,
+                &due.secret,
+                due.id,
+                body(due.webhook_id, &due.event),
+            )
             .await
     };
     let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
@@ -91,10 +137,17 @@ async fn attempt(pool: &PgPool, sender: &Sender, config: &WebhookConfig, due: &D
         status,
         next_in_s,
     };
-    if let Err(e) = store::record(pool, due, &attempted).await {
-        // The lease runs out and the delivery is attempted again.
-        tracing::warn!(error = %e, delivery = %due.id, "cannot record a webhook attempt");
+    // A few tries: a delivery whose result is lost is sent again when its lease ends.
+    for pause in [0, 100, 1000] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        match store::record(pool, &due, &attempted).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, delivery = %due.id, "cannot record a webhook attempt")
+            }
+        }
     }
+    due.webhook_id
 }
 
 /// The wait after failed attempt `number` (from 1): `base` doubled each time, at most an

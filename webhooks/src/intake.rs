@@ -70,7 +70,16 @@ pub async fn run(
                 () = shutdown.cancelled() => return,
             };
             let Some(chunk) = chunk else { break };
-            let messages: Vec<_> = chunk.into_iter().filter_map(Result::ok).collect();
+            let mut messages = Vec::with_capacity(chunk.len());
+            for message in chunk {
+                match message {
+                    Ok(message) => messages.push(message),
+                    Err(e) => tracing::warn!(error = %e, "reading AXON_LOG for webhooks failed"),
+                }
+            }
+            if messages.is_empty() {
+                continue;
+            }
             let logged = decode(&messages);
             match store::enqueue(&pool, logged).await {
                 Ok(n) => {

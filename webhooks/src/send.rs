@@ -49,15 +49,24 @@ impl Sender {
         })
     }
 
-    /// Posts `body`, signed with `secret`, to `url`: the HTTP status of the answer, or why
-    /// there was none (never naming the URL, which may carry the receiver's own tokens).
-    pub async fn post(&self, url: &str, secret: &str, body: Vec<u8>) -> Result<u16, String> {
+    /// Posts `body`, signed with `secret`, to `url`, naming the delivery in
+    /// `X-Axon-Delivery` (the same on every attempt, for receivers to drop repeats): the
+    /// HTTP status of the answer, or why there was none (never naming the URL, which may
+    /// carry the receiver's own tokens).
+    pub async fn post(
+        &self,
+        url: &str,
+        secret: &str,
+        delivery: uuid::Uuid,
+        body: Vec<u8>,
+    ) -> Result<u16, String> {
         let url = target::check_url(url, self.allow_private)?;
         let timestamp = shared::time::unix_now();
         let answer = self
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Axon-Delivery", delivery.to_string())
             .header("X-Axon-Timestamp", timestamp)
             .header("X-Axon-Signature", signature(secret, timestamp, &body))
             .body(body)

@@ -71,17 +71,23 @@ pub async fn list(pool: &PgPool, tenant: Uuid) -> Result<Vec<Webhook>, sqlx::Err
     .await
 }
 
-/// Deletes a webhook (its pending deliveries stop); false if the tenant has no such one.
+/// Deletes a webhook and ends its pending deliveries; false if the tenant has no such one.
 pub async fn delete(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
     let deleted = sqlx::query(
-        "UPDATE webhooks SET deleted_at = now()
-         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+        "WITH deleted AS (
+             UPDATE webhooks SET deleted_at = now()
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING id),
+         ended AS (
+             UPDATE webhook_deliveries SET status = 'failed', last_error = 'the webhook was deleted'
+             WHERE tenant_id = $1 AND webhook_id IN (SELECT id FROM deleted) AND status = 'pending')
+         SELECT count(*) FROM deleted",
     )
     .bind(tenant)
     .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(deleted.rows_affected() == 1)
+    .fetch_one(pool)
+    .await;
+    let deleted: i64 = sqlx::Row::try_get(&deleted?, 0)?;
+    Ok(deleted == 1)
 }
 
 /// A live webhook's URL and secret.
@@ -137,8 +143,8 @@ pub async fn enqueue(pool: &PgPool, logged: Logged) -> Result<u64, sqlx::Error> 
     Ok(queued.rows_affected())
 }
 
-/// A delivery taken to be attempted.
-#[derive(Debug, sqlx::FromRow)]
+/// A delivery taken to be attempted (no `Debug`: it holds the secret).
+#[derive(sqlx::FromRow)]
 pub struct Due {
     /// The delivery.
     pub id: Uuid,
@@ -158,23 +164,49 @@ pub struct Due {
     pub deleted: bool,
 }
 
-/// Takes up to `limit` due deliveries, leasing them for `lease_s` seconds (another process
-/// takes them again after that, should this one die mid-attempt).
-pub async fn take_due(pool: &PgPool, limit: i64, lease_s: f64) -> Result<Vec<Due>, sqlx::Error> {
+/// Takes up to `limit` due deliveries, at most `per_webhook` of each webhook and none of
+/// the webhooks in `busy`, leasing them for `lease_s` seconds (another process takes them
+/// again after that, should this one die mid-attempt).
+pub async fn take_due(
+    pool: &PgPool,
+    limit: usize,
+    per_webhook: usize,
+    busy: &[Uuid],
+    lease_s: f64,
+) -> Result<Vec<Due>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE webhook_deliveries d SET next_attempt = now() + $2 * interval '1 second'
+        "UPDATE webhook_deliveries d SET next_attempt = now() + $4 * interval '1 second'
          FROM webhooks w,
               (SELECT id FROM webhook_deliveries
-               WHERE status = 'pending' AND next_attempt <= now()
+               WHERE id IN (SELECT id FROM (
+                         SELECT id, row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt) AS n
+                         FROM webhook_deliveries
+                         WHERE status = 'pending' AND next_attempt <= now()
+                           AND webhook_id <> ALL ($3)) c
+                     WHERE c.n <= $2)
                ORDER BY next_attempt LIMIT $1 FOR UPDATE SKIP LOCKED) due
          WHERE d.id = due.id AND w.id = d.webhook_id AND w.tenant_id = d.tenant_id
          RETURNING d.id, d.tenant_id, d.webhook_id, d.attempts, d.event, w.url, w.secret,
                    w.deleted_at IS NOT NULL AS deleted",
     )
-    .bind(limit)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(i64::try_from(per_webhook).unwrap_or(i64::MAX))
+    .bind(busy)
     .bind(lease_s)
     .fetch_all(pool)
     .await
+}
+
+/// Deletes deliveries (and their attempts) that ended more than `days` days ago.
+pub async fn prune(pool: &PgPool, days: i32) -> Result<u64, sqlx::Error> {
+    let pruned = sqlx::query(
+        "DELETE FROM webhook_deliveries
+         WHERE status <> 'pending' AND created_at < now() - $1 * interval '1 day'",
+    )
+    .bind(days)
+    .execute(pool)
+    .await?;
+    Ok(pruned.rows_affected())
 }
 
 /// What became of one attempt.

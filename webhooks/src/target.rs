@@ -6,12 +6,15 @@
 //! `WEBHOOK_ALLOW_PRIVATE=true` allows `http` and private targets, for development.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
 /// The longest URL accepted.
 const MAX_URL: usize = 2048;
+/// How long a name may take to resolve.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether `ip` is an address on the public internet.
 pub fn is_public(ip: IpAddr) -> bool {
@@ -43,17 +46,27 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let [first, second, third, ..] = ip.segments();
+    // 6to4 (2002::/16) carries an IPv4 address: public only if that one is.
+    if first == 0x2002 {
+        let [a, b] = second.to_be_bytes();
+        let [c, d] = third.to_be_bytes();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
-        // Unique local fc00::/7, link-local fe80::/10, documentation 2001:db8::/32,
-        // IPv4-compatible and NAT64 prefixes that would reach IPv4 space.
+        // Unique local fc00::/7, link-local fe80::/10, site-local fec0::/10,
+        // documentation 2001:db8::/32 and 3fff::/20, Teredo 2001::/32, discard 100::/64,
+        // and the IPv4-compatible and NAT64 prefixes that would reach IPv4 space.
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
+        || (first & 0xffc0) == 0xfec0
+        || (first == 0x2001 && (second == 0x0db8 || second == 0))
+        || (first & 0xfff0) == 0x3ff0
+        || (first == 0x0100 && second == 0 && third == 0)
         || first == 0
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b))
+        || (first == 0x0064 && second == 0xff9b))
 }
 
 /// Checks a webhook URL: its scheme, no credentials in it, and a host that is not a
@@ -103,8 +116,10 @@ pub async fn resolve(
     port: u16,
     allow_private: bool,
 ) -> Result<Vec<SocketAddr>, String> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+    let lookup = tokio::net::lookup_host((host, port));
+    let addrs: Vec<SocketAddr> = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
         .await
+        .map_err(|_| format!("resolving {host} took over {LOOKUP_TIMEOUT:?}"))?
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .collect();
     if addrs.is_empty() {
@@ -158,10 +173,20 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
             "2001:db8::1",
+            "2002:a9fe:a9fe::1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378::1",
+            "fec0::1",
+            "100::1",
         ] {
             assert!(!is_public(ip.parse().expect("an address")), "{ip}");
         }
-        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
+        for ip in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "2002:101:101::1",
+        ] {
             assert!(is_public(ip.parse().expect("an address")), "{ip}");
         }
     }

@@ -20,8 +20,8 @@ use crate::State;
 /// Kinds delivered when a webhook names none: the terminal ones.
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "canceled", "timeout"];
 
-/// `POST /api/webhooks`.
-#[derive(Debug, Deserialize)]
+/// `POST /api/webhooks` (no `Debug`: its URL may carry the receiver's tokens).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Create {
     url: String,
@@ -177,7 +177,11 @@ pub async fn test(
         "payload": {"message": "a test delivery from AxonTask"},
     });
     let body = webhooks::deliver::body(id, &event);
-    let tested = match state.webhook_sender.post(&url, &secret, body).await {
+    let sent = state
+        .webhook_sender
+        .post(&url, &secret, Uuid::now_v7(), body)
+        .await;
+    let tested = match sent {
         Ok(code) => Tested {
             delivered: (200..300).contains(&code),
             status_code: Some(code),
