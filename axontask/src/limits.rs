@@ -53,63 +53,59 @@ fn class(path: &str) -> Class {
 
 /// The middleware (`axum::middleware::from_fn_with_state`).
 pub async fn limit(State(limits): State<RateLimits>, mut request: Request, next: Next) -> Response {
-    let (buckets, what) =
-        match class(request.uri().path()) {
-            Class::Free => return next.run(request).await,
-            Class::SignIn => {
-                let Some(address) = peer(&request) else {
-                    return next.run(request).await;
-                };
-                let per_min = limits.config.auth_per_min;
-                let bucket = Bucket {
-                    key: format!("rl:signin:{address}"),
-                    per_second: f64::from(per_min) / 60.0,
-                    burst: per_min,
-                };
-                (
-                    vec![bucket],
-                    format!("{per_min} sign-in requests a minute from one address"),
-                )
-            }
-            Class::Caller => {
-                let Ok(principal) =
-                    shared::http::authenticate(&limits.keys, request.headers()).await
-                else {
-                    // The route answers 401 (or takes a resume token) itself, within the
-                    // address's rate for requests without a valid key or token.
-                    let Some(address) = peer(&request) else {
-                        return next.run(request).await;
-                    };
-                    let per_s = limits.config.anon_per_s;
-                    let bucket = Bucket {
-                        key: format!("rl:anon:{address}"),
-                        per_second: f64::from(per_s),
-                        burst: per_s,
-                    };
-                    return check(&limits, request, next, vec![bucket], &format!(
-                    "{per_s} requests a second from one address without a valid key or token"
-                ))
-                .await;
-                };
-                let plan = match limits.plans.of(principal.tenant_id).await {
-                    Ok(plan) => plan,
-                    Err(e) => return ApiError::unavailable("postgres", e).into_response(),
-                };
-                let buckets = caller_buckets(&limits.config, &principal, plan);
-                request.extensions_mut().insert(principal);
-                let of = limits.config.of(plan);
-                (
-                    buckets,
-                    format!(
-                        "{} requests a second per key and {} per tenant on plan {}",
-                        of.key_rate,
-                        of.tenant_rate,
-                        plan.as_str()
-                    ),
-                )
-            }
-        };
+    let (buckets, what) = match class(request.uri().path()) {
+        Class::Free => return next.run(request).await,
+        Class::SignIn => {
+            let Some(address) = peer(&request) else {
+                return next.run(request).await;
+            };
+            let per_min = limits.config.auth_per_min;
+            let bucket = Bucket {
+                key: format!("rl:signin:{address}"),
+                per_second: f64::from(per_min) / 60.0,
+                burst: per_min,
+            };
+            let what = format!("{per_min} sign-in requests a minute from one address");
+            (vec![bucket], what)
+        }
+        Class::Caller => {
+            let Ok(principal) = shared::http::authenticate(&limits.keys, request.headers()).await
+            else {
+                return anonymous(&limits, request, next).await;
+            };
+            let plan = match limits.plans.of(principal.tenant_id).await {
+                Ok(plan) => plan,
+                Err(e) => return ApiError::unavailable("postgres", e).into_response(),
+            };
+            let buckets = caller_buckets(&limits.config, &principal, plan);
+            request.extensions_mut().insert(principal);
+            let of = limits.config.of(plan);
+            let what = format!(
+                "{} requests a second per key and {} per tenant on plan {}",
+                of.key_rate,
+                of.tenant_rate,
+                plan.as_str()
+            );
+            (buckets, what)
+        }
+    };
     check(&limits, request, next, buckets, &what).await
+}
+
+/// A request without a valid key or token: the route answers 401 (or takes a resume
+/// token) itself, within the address's rate for such requests.
+async fn anonymous(limits: &RateLimits, request: Request, next: Next) -> Response {
+    let Some(address) = peer(&request) else {
+        return next.run(request).await;
+    };
+    let per_s = limits.config.anon_per_s;
+    let bucket = Bucket {
+        key: format!("rl:anon:{address}"),
+        per_second: f64::from(per_s),
+        burst: per_s,
+    };
+    let what = format!("{per_s} requests a second from one address without a valid key or token");
+    check(limits, request, next, vec![bucket], &what).await
 }
 
 /// The peer's address key (an IPv6 /64), if the server recorded the peer.

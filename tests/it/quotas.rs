@@ -90,12 +90,21 @@ async fn bursts_over_a_key_or_tenant_rate_get_429_until_retry_after() -> anyhow:
 }
 
 #[tokio::test]
-async fn sign_in_is_limited_per_address() -> anyhow::Result<()> {
+async fn sign_in_and_requests_without_valid_credentials_are_limited_per_address()
+-> anyhow::Result<()> {
     let cluster = Cluster::start(Options {
-        env: vec![("AUTH_RATE_PER_MIN", "3")],
+        env: vec![("AUTH_RATE_PER_MIN", "3"), ("ANON_RATE_PER_S", "2")],
         ..Options::default()
     })
     .await?;
+    // Wrong keys (and resume-token streams) count against the address.
+    let wrong = "axon_00000000000000000000000000000000";
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(get(&cluster, "/mcp/tasks", wrong).await?.status().as_u16());
+    }
+    assert_eq!(&statuses[..2], [401, 401], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
     let login = json!({"email": "nobody@example.com", "password": "not the password at all"});
     for _ in 0..3 {
         let (status, body) = cluster.post("/auth/login", None, &login).await?;
