@@ -414,6 +414,19 @@ impl Cluster {
         self.roles.get(name).and_then(Child::id)
     }
 
+    /// The pids of every role process and of this cluster's nats-server and redis-server,
+    /// by name.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let roles = self
+            .roles
+            .iter()
+            .filter_map(|(name, child)| Some((name.clone(), child.id()?)));
+        let services = [("nats-server", &self.nats), ("redis-server", &self.redis)]
+            .into_iter()
+            .filter_map(|(name, child)| Some((name.to_owned(), child.id()?)));
+        roles.chain(services).collect()
+    }
+
     /// SIGKILLs role process `name` and waits until it is gone.
     pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         let mut child = self.roles.remove(name).context("no such role process")?;

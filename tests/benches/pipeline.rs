@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use anyhow::Context;
+mod cpu;
 mod load;
 
 use e2e::mcp::{Session, sse_messages};
@@ -519,6 +520,7 @@ async fn short_rows(cluster: &Cluster) -> anyhow::Result<()> {
         let key = cluster.create_key(&tenant).await?;
         let body =
             json!({"name": "short", "adapter": "mock", "args": {"steps": steps, "interval_ms": 0}});
+        let before = cpu::read(cluster);
         let wrk = load::run(&load::Load {
             url: format!("{}/mcp/start_task", cluster.base_url),
             key: &key,
@@ -552,6 +554,7 @@ async fn short_rows(cluster: &Cluster) -> anyhow::Result<()> {
             tasks as f64 / seconds,
             wrk.per_second
         );
+        cpu::print_split(&cpu::read(cluster), &before);
     }
     Ok(())
 }
