@@ -116,8 +116,11 @@ def gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone too
-        return stat.read().split(") ")[-1].startswith("Z")
+    try:
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone too
+            return stat.read().split(") ")[-1].startswith("Z")
+    except FileNotFoundError:  # it ended between the two looks
+        return True
 
 
 async def main(url: str, key: str, base: str, mode: str) -> None:
