@@ -65,11 +65,20 @@ nats_auth_required() {
   [[ $info == *'"auth_required":true'* ]]
 }
 
+# What the running nats-server was started with: nats.conf and the users given passwords.
+nats_conf_stamp() {
+  { cat "$root/nats.conf"; echo "${nats_users[*]}"; } | sha256sum | cut -d' ' -f1
+}
+
 start_nats() {
   if port_open "$nats_port"; then
-    if nats_auth_required; then log "NATS already on :$nats_port"; return; fi
-    # An older install ran it without users: restart it with nats.conf's.
-    log "restarting NATS on :$nats_port with a user per role"
+    if nats_auth_required && [ "$(cat "$data/nats.conf.sha" 2>/dev/null)" = "$(nats_conf_stamp)" ]; then
+      log "NATS already on :$nats_port"
+      return
+    fi
+    # Started without users, or with an older nats.conf (a new user's password reaches
+    # nats-server only through its environment, so a reload is not enough): restart it.
+    log "restarting NATS on :$nats_port with the current nats.conf"
     kill "$(cat "$data/nats.pid")"
     for _ in $(seq 1 100); do port_open "$nats_port" || break; sleep 0.1; done
   fi
@@ -78,6 +87,7 @@ start_nats() {
     -sd "$data/nats-store" -P "$data/nats.pid" -l "$data/nats.log" </dev/null >/dev/null 2>&1 &
   disown
   wait_port "$nats_port" nats-server
+  nats_conf_stamp >"$data/nats.conf.sha"
   log "NATS JetStream started on :$nats_port"
 }
 
