@@ -37,7 +37,7 @@ curl -fsS "$base/readyz" >/dev/null || { echo "[up] axontask is not ready; see $
 key=$("$bin" keys create --tenant "${AXON_TENANT:-demo}" | tail -n 1)
 
 cat <<MSG
-AxonTask is running (roles: command-api, query-api, worker, projector, mcp; adapters: $ADAPTERS_ENABLED).
+AxonTask is running (roles: command-api, query-api, worker, projector, mcp, webhooks; adapters: $ADAPTERS_ENABLED).
   base URL:  $base
   MCP:       $base/mcp  (send the key as the X-Api-Key header; see the README's MCP section)
   API key:   $key
