@@ -250,7 +250,14 @@ impl Cluster {
 
     /// Creates a key for `tenant` and returns it (the last line of `keys create`).
     pub async fn create_key(&self, tenant: &str) -> anyhow::Result<String> {
-        let out = self.cli(&["keys", "create", "--tenant", tenant]).await?;
+        self.create_scoped_key(tenant, "*").await
+    }
+
+    /// Creates a key for `tenant` with `scopes` (comma-separated) and returns it.
+    pub async fn create_scoped_key(&self, tenant: &str, scopes: &str) -> anyhow::Result<String> {
+        let out = self
+            .cli(&["keys", "create", "--tenant", tenant, "--scopes", scopes])
+            .await?;
         Ok(out
             .lines()
             .last()

@@ -129,17 +129,8 @@ async fn bad_requests_get_clear_errors_and_change_nothing() -> anyhow::Result<()
         401,
         "invalid_api_key",
     );
-    let reader = cluster
-        .cli(&[
-            "keys",
-            "create",
-            "--tenant",
-            "alpha",
-            "--scopes",
-            "tasks:read",
-        ])
-        .await?;
-    let reader = reader.lines().last().expect("a key");
+    let reader = cluster.create_scoped_key("alpha", "tasks:read").await?;
+    let reader = reader.as_str();
     let answer = cluster
         .post(
             "/mcp/start_task",

@@ -131,18 +131,8 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() -> anyhow::Result<()>
         "another tenant's resource is not found: {read}"
     );
 
-    let reader = cluster
-        .cli(&[
-            "keys",
-            "create",
-            "--tenant",
-            "alpha",
-            "--scopes",
-            "tasks:read",
-        ])
-        .await?;
-    let reader = reader.lines().last().unwrap_or_default();
-    let read_only = Session::open(&url, reader).await?;
+    let reader = cluster.create_scoped_key("alpha", "tasks:read").await?;
+    let read_only = Session::open(&url, &reader).await?;
     let refused = read_only
         .call_tool("start_task", json!({"name": "x", "adapter": "mock"}))
         .await?;

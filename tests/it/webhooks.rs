@@ -346,17 +346,8 @@ async fn private_targets_bad_input_other_tenants_and_read_only_keys_are_refused(
     assert_eq!(deleted.status(), 404);
     let (status, list) = cluster.get("/api/webhooks", Some(&other)).await?;
     assert_eq!((status, list["webhooks"].clone()), (200, json!([])));
-    let reader = cluster
-        .cli(&[
-            "keys",
-            "create",
-            "--tenant",
-            "alpha",
-            "--scopes",
-            "tasks:read",
-        ])
-        .await?;
-    let reader = reader.lines().last().context("a key")?;
+    let reader = cluster.create_scoped_key("alpha", "tasks:read").await?;
+    let reader = reader.as_str();
     let (status, body) = cluster.get("/api/webhooks", Some(reader)).await?;
     assert_eq!(status, 403, "{body}");
     assert!(
