@@ -119,7 +119,7 @@ def gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone too
             return stat.read().split(") ")[-1].startswith("Z")
-    except FileNotFoundError:  # it ended between the two looks
+    except OSError:  # it ended between the two looks (ENOENT, or ESRCH on the read)
         return True
 
 
