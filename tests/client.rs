@@ -27,6 +27,31 @@ impl Cluster {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    /// Any request with `credential`: an API key (`axon_…`, as `X-Api-Key`) or an access
+    /// token (as `Authorization: Bearer`); returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        credential: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        request = if credential.starts_with("axon_") {
+            request.header("X-Api-Key", credential)
+        } else {
+            request.bearer_auth(credential)
+        };
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
     /// GET `path` with `key`; returns status and JSON body.
     pub async fn get(&self, path: &str, key: Option<&str>) -> anyhow::Result<(u16, Value)> {
         let mut request = self.http.get(format!("{}{path}", self.base_url));

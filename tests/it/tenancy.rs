@@ -9,30 +9,6 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// A request with `X-Api-Key` (`axon_…`) or a bearer token; status and body.
-async fn call(
-    cluster: &Cluster,
-    method: Method,
-    path: &str,
-    credential: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut request = cluster
-        .http
-        .request(method, format!("{}{path}", cluster.base_url));
-    request = if credential.starts_with("axon_") {
-        request.header("X-Api-Key", credential)
-    } else {
-        request.bearer_auth(credential)
-    };
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
-}
-
 async fn register(cluster: &Cluster, email: &str) -> anyhow::Result<Value> {
     let (status, body) = cluster
         .post(
@@ -94,56 +70,56 @@ async fn other_tenants_ids_are_404_everywhere_and_readers_cannot_write() -> anyh
     let tenant = owner["tenant_id"].as_str().context("tenant")?.to_owned();
     let viewer = register(&cluster, "viewer@example.com").await?;
     let viewer_id = viewer["user_id"].as_str().context("user")?.to_owned();
-    let (status, _) = call(
-        &cluster,
-        Method::POST,
-        "/api/members",
-        &owner_token,
-        Some(json!({"email": "viewer@example.com", "role": "viewer"})),
-    )
-    .await?;
+    let (status, _) = cluster
+        .call(
+            Method::POST,
+            "/api/members",
+            &owner_token,
+            Some(json!({"email": "viewer@example.com", "role": "viewer"})),
+        )
+        .await?;
     assert_eq!(status, 201);
-    let (status, started) = call(
-        &cluster,
-        Method::POST,
-        "/mcp/start_task",
-        &owner_token,
-        Some(json!({"name": "a", "adapter": "mock", "args": {"steps": 1}})),
-    )
-    .await?;
+    let (status, started) = cluster
+        .call(
+            Method::POST,
+            "/mcp/start_task",
+            &owner_token,
+            Some(json!({"name": "a", "adapter": "mock", "args": {"steps": 1}})),
+        )
+        .await?;
     assert_eq!(status, 200, "{started}");
     let task = started["task_id"].as_str().context("task")?.to_owned();
-    let (status, key) = call(
-        &cluster,
-        Method::POST,
-        "/api/keys",
-        &owner_token,
-        Some(json!({"name": "reader", "scopes": ["tasks:read"]})),
-    )
-    .await?;
+    let (status, key) = cluster
+        .call(
+            Method::POST,
+            "/api/keys",
+            &owner_token,
+            Some(json!({"name": "reader", "scopes": ["tasks:read"]})),
+        )
+        .await?;
     assert_eq!(status, 201, "{key}");
     let (key_id, reader) = (
         key["id"].as_str().context("id")?.to_owned(),
         key["key"].as_str().context("key")?.to_owned(),
     );
-    let (status, hook) = call(
-        &cluster,
-        Method::POST,
-        "/api/webhooks",
-        &owner_token,
-        Some(json!({"url": "http://127.0.0.1:9/hook"})),
-    )
-    .await?;
+    let (status, hook) = cluster
+        .call(
+            Method::POST,
+            "/api/webhooks",
+            &owner_token,
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        )
+        .await?;
     assert_eq!(status, 201, "{hook}");
     let hook = hook["id"].as_str().context("id")?.to_owned();
-    let (status, ended) = call(
-        &cluster,
-        Method::GET,
-        &format!("/mcp/tasks/{task}/events?since_seq=0"),
-        &owner_token,
-        None,
-    )
-    .await?;
+    let (status, ended) = cluster
+        .call(
+            Method::GET,
+            &format!("/mcp/tasks/{task}/events?since_seq=0"),
+            &owner_token,
+            None,
+        )
+        .await?;
     assert_eq!(status, 200, "{ended}");
 
     // Tenant B, with a key that may do everything, names A's ids: 404 on every route.
@@ -175,7 +151,7 @@ async fn other_tenants_ids_are_404_everywhere_and_readers_cannot_write() -> anyh
             }
             _ => None,
         };
-        let (status, answer) = call(&cluster, method.clone(), path, &other, body).await?;
+        let (status, answer) = cluster.call(method.clone(), path, &other, body).await?;
         assert_eq!(status, 404, "{method} {path}: {answer}");
     }
     // Lists and usage show nothing of A.
@@ -186,7 +162,7 @@ async fn other_tenants_ids_are_404_everywhere_and_readers_cannot_write() -> anyh
         "/api/members",
         "/api/usage",
     ] {
-        let (status, answer) = call(&cluster, Method::GET, path, &other, None).await?;
+        let (status, answer) = cluster.call(Method::GET, path, &other, None).await?;
         assert_eq!(status, 200, "{path}: {answer}");
         let text = answer.to_string();
         for id in [&task, &key_id, &hook, &viewer_id, &tenant] {
@@ -206,19 +182,27 @@ async fn other_tenants_ids_are_404_everywhere_and_readers_cannot_write() -> anyh
     let viewer_token = login["access_token"].as_str().context("token")?.to_owned();
     for credential in [&reader, &viewer_token] {
         for (method, path, body) in writes(&task, &key_id, &hook, &viewer_id) {
-            let (status, answer) = call(&cluster, method.clone(), &path, credential, body).await?;
+            let (status, answer) = cluster
+                .call(method.clone(), &path, credential, body)
+                .await?;
             assert_eq!(status, 403, "{method} {path}: {answer}");
         }
     }
-    let (_, keys) = call(&cluster, Method::GET, "/api/keys", &owner_token, None).await?;
+    let (_, keys) = cluster
+        .call(Method::GET, "/api/keys", &owner_token, None)
+        .await?;
     assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
-    let (_, hooks) = call(&cluster, Method::GET, "/api/webhooks", &owner_token, None).await?;
+    let (_, hooks) = cluster
+        .call(Method::GET, "/api/webhooks", &owner_token, None)
+        .await?;
     assert_eq!(
         hooks["webhooks"].as_array().map(Vec::len),
         Some(1),
         "{hooks}"
     );
-    let (_, members) = call(&cluster, Method::GET, "/api/members", &owner_token, None).await?;
+    let (_, members) = cluster
+        .call(Method::GET, "/api/members", &owner_token, None)
+        .await?;
     assert_eq!(
         members["members"].as_array().map(Vec::len),
         Some(2),
