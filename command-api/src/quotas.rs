@@ -6,22 +6,13 @@
 
 use async_nats::jetstream::stream::Stream;
 use chrono::{Duration as Days, Utc};
-use redis::Script;
 use redis::aio::ConnectionManager;
 use shared::http::ApiError;
 use shared::ids::TenantId;
 use shared::plans::{LimitsConfig, Plan, PlanLimits, Plans};
 
-/// Counts a start in `KEYS[1]` unless that makes more than `ARGV[1]`; the count, or -1.
-const RESERVE: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], 172800) end
-if n > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[1])
-  return -1
-end
-return n
-";
+/// How long a day counter is kept: past its day, and the one after.
+const DAY_KEY_TTL_S: u64 = 172_800;
 
 /// The plans, their limits, and the day counters.
 #[derive(Clone)]
@@ -29,7 +20,6 @@ pub struct Quotas {
     plans: Plans,
     redis: ConnectionManager,
     config: LimitsConfig,
-    reserve: std::sync::Arc<Script>,
 }
 
 /// Today's count of started tasks.
@@ -60,7 +50,6 @@ impl Quotas {
             plans,
             redis,
             config,
-            reserve: std::sync::Arc::new(Script::new(RESERVE)),
         }
     }
 
@@ -163,14 +152,23 @@ impl Quotas {
         let now = Utc::now();
         let day_key = format!("quota:tasks:{tenant}:{}", now.format("%Y-%m-%d"));
         let mut redis = self.redis.clone();
-        let counted: i64 = match self
-            .reserve
-            .key(&day_key)
-            .arg(limits.tasks_per_day)
-            .invoke_async(&mut redis)
-            .await
-        {
-            Ok(counted) => counted,
+        // INCR and a first expiry in one round trip, without a script (a script run costs
+        // Redis several times more). A start past the day's limit takes its count back.
+        let counted: Result<(i64, ()), _> = redis::pipe()
+            .cmd("INCR")
+            .arg(&day_key)
+            .cmd("EXPIRE")
+            .arg(&day_key)
+            .arg(DAY_KEY_TTL_S)
+            .arg("NX")
+            .query_async(&mut redis)
+            .await;
+        let counted = match counted {
+            Ok((n, ())) if n > i64::from(limits.tasks_per_day) => {
+                self.uncount(&day_key).await;
+                -1
+            }
+            Ok((n, ())) => n,
             // As the rate limiter does (RATE_LIMIT_FAIL): uncounted, or refused.
             Err(e) if self.config.fail_open => {
                 tracing::warn!(error = %e, "cannot count today's tasks; starting uncounted (RATE_LIMIT_FAIL=open)");
@@ -192,9 +190,13 @@ impl Quotas {
     /// Gives back the count of a start that stored nothing new (a retried start) or
     /// failed.
     pub async fn give_back(&self, admitted: &Admitted) {
-        let Some(day_key) = &admitted.day_key else {
-            return;
-        };
+        if let Some(day_key) = &admitted.day_key {
+            self.uncount(day_key).await;
+        }
+    }
+
+    /// Takes one start back from a day counter.
+    async fn uncount(&self, day_key: &str) {
         let mut redis = self.redis.clone();
         let given: Result<i64, _> = redis::cmd("DECR")
             .arg(day_key)

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::context::PublishErrorKind;
+use redis::Script;
 use redis::aio::ConnectionManager;
 use shared::events::wire::Envelope;
 use shared::faults::Faults;
@@ -59,17 +60,24 @@ fn dropped(result: Result<(), Error>, event: &Envelope, sink: &str) -> Result<()
     }
 }
 
-/// Appends one entry unless the stream already holds it (then returns 0); on a terminal
-/// event, sets the stream's retention.
+/// Appends each event (`KEYS[i]`, with `ARGV[4i-3..4i]`: entry id, kind, data, retention)
+/// unless its stream already holds it; a terminal event's retention (not 0) is set on its
+/// stream. One call for many events: a script run costs Redis far more than an `XADD`.
+/// Stops at the first error other than an entry already held, and answers it.
 const APPEND: &str = r"
-local ok = redis.pcall('XADD', KEYS[1], ARGV[1], 'kind', ARGV[2], 'data', ARGV[3])
-if type(ok) == 'table' and ok.err then
-  if string.find(ok.err, 'equal or smaller', 1, true) then return 0 end
-  return ok
+for i = 1, #KEYS do
+  local a = 4 * (i - 1)
+  local ok = redis.pcall('XADD', KEYS[i], ARGV[a + 1], 'kind', ARGV[a + 2], 'data', ARGV[a + 3])
+  if type(ok) == 'table' and ok.err then
+    if not string.find(ok.err, 'equal or smaller', 1, true) then return ok end
+  elseif ARGV[a + 4] ~= '0' then
+    redis.call('EXPIRE', KEYS[i], ARGV[a + 4])
+  end
 end
-if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 return 1
 ";
+/// Events per script call, so no call holds Redis up for long.
+const APPEND_CHUNK: usize = 256;
 
 const DAY: u64 = 24 * 3600;
 /// AXON sequences re-sent per round when catching up from Postgres.
@@ -128,6 +136,7 @@ impl Error {
 #[derive(Clone)]
 pub struct Fanout {
     redis: ConnectionManager,
+    append: Arc<Script>,
     js: Context,
     pool: PgPool,
     retention: HashMap<TenantId, u64>,
@@ -139,6 +148,7 @@ impl Fanout {
     pub fn new(redis: ConnectionManager, js: Context, pool: PgPool, faults: Faults) -> Self {
         Self {
             redis,
+            append: Arc::new(Script::new(APPEND)),
             js,
             pool,
             retention: HashMap::new(),
@@ -235,20 +245,19 @@ impl Fanout {
     }
 
     async fn append_redis(&self, events: &[Envelope], ttls: &[u64]) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        for (event, ttl) in events.iter().zip(ttls) {
-            let data = serde_json::to_string(event).expect("envelopes always serialize");
-            pipe.cmd("EVAL")
-                .arg(APPEND)
-                .arg(1)
-                .arg(names::events_key(event.task_id))
-                .arg(format!("{}-0", event.seq))
-                .arg(event.kind.as_str())
-                .arg(data)
-                .arg(ttl)
-                .ignore();
+        // One chunk after the other: entries of one stream must arrive in order.
+        for (events, ttls) in events.chunks(APPEND_CHUNK).zip(ttls.chunks(APPEND_CHUNK)) {
+            let mut call = self.append.prepare_invoke();
+            for (event, ttl) in events.iter().zip(ttls) {
+                let data = serde_json::to_string(event).expect("envelopes always serialize");
+                call.key(names::events_key(event.task_id))
+                    .arg(format!("{}-0", event.seq))
+                    .arg(event.kind.as_str())
+                    .arg(data)
+                    .arg(ttl);
+            }
+            call.invoke_async::<()>(&mut self.redis.clone()).await?;
         }
-        pipe.query_async::<()>(&mut self.redis.clone()).await?;
         Ok(())
     }
 

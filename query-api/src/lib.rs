@@ -31,9 +31,22 @@ use crate::follow::Follower;
 use crate::hub::Hub;
 use crate::log::LogReader;
 
-/// What the handlers share.
+/// What the handlers share; a pointer, since axum clones it for every request and every
+/// SSE stream holds one.
 #[derive(Clone)]
-pub struct State {
+pub struct State(Arc<Shared>);
+
+impl std::ops::Deref for State {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`State`].
+#[derive(Clone)]
+pub struct Shared {
     pool: PgPool,
     keys: Keys,
     axon: Stream,
@@ -70,7 +83,7 @@ impl State {
         shutdown: CancellationToken,
         retired_keys: Vec<shared::audit::signer::PublicKey>,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             receipt_keys: audit::PublishedKeys::new(retired_keys),
             verifications: Arc::new(tokio::sync::Semaphore::new(audit::VERIFICATIONS)),
             log: LogReader::new(keys.pool().clone(), redis),
@@ -83,7 +96,7 @@ impl State {
             shutdown,
             usage: usage::Usage::default(),
             limits: None,
-        }
+        }))
     }
 
     /// The same state, holding each tenant to its plan's SSE streams.
@@ -92,10 +105,10 @@ impl State {
         plans: shared::plans::Plans,
         config: shared::plans::LimitsConfig,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             limits: Some((plans, config)),
-            ..self
-        }
+            ..(*self.0).clone()
+        }))
     }
 
     /// Stream usage, to be written by [`usage::Usage::flush_every_second`] (spawn it once).

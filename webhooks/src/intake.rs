@@ -8,8 +8,10 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
+use serde::Deserialize;
 use shared::events::wire::Envelope;
 use sqlx::PgPool;
+use uuid::Uuid;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -28,16 +30,34 @@ fn config() -> pull::Config {
         filter_subject: "axon.log.>".to_owned(),
         // From when deliveries first ran: earlier events had no webhooks to go to.
         deliver_policy: DeliverPolicy::New,
-        ack_policy: AckPolicy::Explicit,
+        // One ack for a whole chunk, once its deliveries are queued.
+        ack_policy: AckPolicy::All,
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 10_000,
         ..Default::default()
     }
 }
 
-/// Makes (or updates) the consumer on `AXON_LOG`.
+/// The consumer on `AXON_LOG`: made on first start, taken as it is after. One made by an
+/// earlier version acked each message; a consumer's ack policy cannot change, so it is
+/// made anew from the first message it had not acked.
 pub async fn consumer(log: &Stream) -> Result<PullConsumer, async_nats::Error> {
-    Ok(log.create_consumer(config()).await?)
+    let config = match log.consumer_info(CONSUMER).await {
+        Ok(info) if info.config.ack_policy == AckPolicy::All => {
+            return Ok(log.get_consumer(CONSUMER).await?);
+        }
+        Ok(info) => {
+            log.delete_consumer(CONSUMER).await?;
+            pull::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: info.ack_floor.stream_sequence + 1,
+                },
+                ..config()
+            }
+        }
+        Err(_) => config(),
+    };
+    Ok(log.create_consumer(config).await?)
 }
 
 /// Queues deliveries until `shutdown`, waking `queued` whenever it queued some.
@@ -80,11 +100,11 @@ pub async fn run(
             if messages.is_empty() {
                 continue;
             }
-            let logged = decode(&messages);
-            match store::enqueue(&pool, logged).await {
+            match queue(&pool, &messages).await {
                 Ok(n) => {
-                    for message in &messages {
-                        let _ = message.ack().await;
+                    // Acks every message of the chunk (the consumer acks all up to it).
+                    if let Some(last) = messages.last() {
+                        let _ = last.ack().await;
                     }
                     if n > 0 {
                         queued.notify_one();
@@ -112,16 +132,56 @@ async fn pause(shutdown: &CancellationToken) -> bool {
     }
 }
 
+/// Queues the deliveries of `messages`; how many. Only the events some webhook subscribes
+/// to are read: the webhooks of the chunk's tenants are looked up first, by the tenant and
+/// kind each subject names.
+async fn queue(
+    pool: &PgPool,
+    messages: &[async_nats::jetstream::Message],
+) -> Result<u64, sqlx::Error> {
+    let named: Vec<_> = messages.iter().map(|m| named_by(&m.subject)).collect();
+    let mut tenants: Vec<Uuid> = named.iter().flatten().map(|(tenant, _)| *tenant).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let wanted = store::subscriptions(pool, &tenants).await?;
+    let chosen = messages.iter().zip(&named).filter(|(_, named)| match named {
+        Some((tenant, kind)) => wanted.contains(&(*tenant, (*kind).to_owned())),
+        // Not a log subject: its payload decides.
+        None => true,
+    });
+    let logged = decode(chosen.map(|(message, _)| message));
+    if logged.events.is_empty() {
+        return Ok(0);
+    }
+    store::enqueue(pool, logged).await
+}
+
+/// The tenant and kind a log subject (`axon.log.{tenant}.{task}.{kind}`) names.
+fn named_by(subject: &str) -> Option<(Uuid, &str)> {
+    let mut tokens = subject.split('.');
+    let (Some("axon"), Some("log"), Some(tenant), Some(_task), Some(kind), None) = (
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+    ) else {
+        return None;
+    };
+    Some((tenant.parse().ok()?, kind))
+}
+
 /// The events of `messages` as columns; one that is not an envelope is skipped (and acked
 /// with the rest: it can never be delivered).
-fn decode(messages: &[async_nats::jetstream::Message]) -> Logged {
+fn decode<'a>(messages: impl Iterator<Item = &'a async_nats::jetstream::Message>) -> Logged {
     let mut logged = Logged::default();
     for message in messages {
         let Ok(event) = serde_json::from_slice::<serde_json::Value>(&message.payload) else {
             tracing::warn!(subject = %message.subject, "not JSON in AXON_LOG; no webhook gets it");
             continue;
         };
-        let Ok(envelope) = serde_json::from_value::<Envelope>(event.clone()) else {
+        let Ok(envelope) = Envelope::deserialize(&event) else {
             tracing::warn!(subject = %message.subject, "not an envelope in AXON_LOG; no webhook gets it");
             continue;
         };

@@ -1,5 +1,7 @@
 //! Webhooks and their deliveries in Postgres. Every query names the tenant.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -118,6 +120,24 @@ pub struct Logged {
     pub kinds: Vec<String>,
     /// The envelopes.
     pub events: Vec<Value>,
+}
+
+/// The kinds each of `tenants` has a live webhook for, as (tenant, kind).
+pub async fn subscriptions(
+    pool: &PgPool,
+    tenants: &[Uuid],
+) -> Result<HashSet<(Uuid, String)>, sqlx::Error> {
+    if tenants.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT DISTINCT tenant_id, unnest(events) FROM webhooks
+         WHERE tenant_id = ANY ($1) AND deleted_at IS NULL",
+    )
+    .bind(tenants)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Queues a delivery of each event to each live webhook of its tenant that subscribes to

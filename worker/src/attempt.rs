@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt;
 use serde::de::IgnoredAny;
 use shared::adapters::{self, AdapterArgs};
 use shared::events::wire::{CancelCommand, StartCommand, WorkerEvent};
@@ -16,7 +15,7 @@ use shared::names;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Env;
+use crate::{Env, cancels};
 use crate::adapters::Outcome;
 use crate::emitter::{Attempt, Emitter, Limits, ShuttingDown, Taken};
 
@@ -30,6 +29,9 @@ enum Verdict {
     AlreadyEnded,
     /// A newer run claimed the task: leave the command to it (neither ack nor nak).
     Superseded,
+    /// The guess that no attempt came before was wrong (the claim was refused): decide
+    /// again from the task's stored start.
+    Recheck,
 }
 
 /// What this run does with its start command in the end.
@@ -81,6 +83,12 @@ impl Drop for Running {
 
 /// Runs the attempt that `message` (a start command) stands for.
 pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken) {
+    // A command delivered for the first time has no earlier attempt, almost surely: the
+    // attempt starts without reading the task's last start and stored end (one lookup
+    // instead of six), and the claim's guard proves the guess. Only a consumer made anew
+    // delivers old commands as new; then the claim is refused and the attempt is decided
+    // again from what is stored.
+    let mut guess = message.info().is_ok_and(|info| info.delivered == 1);
     let (message, acker) = message.split();
     let start: StartCommand = match serde_json::from_slice(&message.payload) {
         Ok(start) => start,
@@ -95,32 +103,28 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
         let _ = acker.ack_with(AckKind::Progress).await;
         return;
     };
-    let previous = match previous_start(&env, &start).await {
-        Ok(previous) => previous,
-        Err(e) => {
-            tracing::warn!(task_id = %start.task_id, error = %e, "cannot read the last start; handing the task back");
-            drop(running);
-            let _ = acker.ack_with(AckKind::Nak(None)).await;
-            return;
+    let (emitter, verdict) = loop {
+        let previous = if guess {
+            PreviousStart::default()
+        } else {
+            match previous_start(&env, &start).await {
+                Ok(previous) => previous,
+                Err(e) => {
+                    tracing::warn!(task_id = %start.task_id, error = %e, "cannot read the last start; handing the task back");
+                    drop(running);
+                    let _ = acker.ack_with(AckKind::Nak(None)).await;
+                    return;
+                }
+            }
+        };
+        let emitter = emitter_for(&env, &start, &previous, &shutdown);
+        let attempt = previous.attempt + 1;
+        match decide(&env, &start, attempt, guess, &emitter, &acker, &shutdown).await {
+            Ok(Verdict::Recheck) => guess = false,
+            verdict => break (emitter, verdict),
         }
     };
-    let attempt = previous.attempt + 1;
-    let emitter = Emitter::new(
-        env.js.clone(),
-        Attempt {
-            task_id: start.task_id,
-            tenant_id: start.tenant_id,
-            number: attempt,
-            previous: previous.seq,
-        },
-        Limits {
-            max_events: env.settings.tuning.max_events,
-            max_output_bytes: env.settings.tuning.max_output_bytes,
-        },
-        env.acks.clone(),
-        shutdown.clone(),
-    );
-    let settle = match decide(&env, &start, attempt, &emitter, &acker, &shutdown).await {
+    let settle = match verdict {
         Ok(Verdict::End(terminal)) => match emitter.finish(terminal).await {
             Ok(Ok(())) => Settle::Ack,
             Ok(Err(Taken)) => Settle::Leave,
@@ -128,10 +132,11 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
         },
         Ok(Verdict::AlreadyEnded) => Settle::Ack,
         Ok(Verdict::Superseded) => Settle::Leave,
-        Ok(Verdict::HandBack) | Err(ShuttingDown) => Settle::HandBack,
+        Ok(Verdict::HandBack | Verdict::Recheck) | Err(ShuttingDown) => Settle::HandBack,
     };
     let settled = match settle {
-        Settle::Ack => acker.double_ack().await.is_ok(),
+        // A lost ack redelivers the command, and the next run finds the stored end.
+        Settle::Ack => acker.ack().await.is_ok(),
         // The newer run holds the command now.
         Settle::Leave => true,
         Settle::HandBack => false,
@@ -141,7 +146,31 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
     if !settled {
         let _ = acker.ack_with(AckKind::Nak(None)).await;
     }
-    tracing::debug!(task_id = %start.task_id, attempt, run = %emitter.run(), settled, "attempt over");
+    tracing::debug!(task_id = %start.task_id, run = %emitter.run(), settled, "attempt over");
+}
+
+/// The event publisher of the attempt after `previous`.
+fn emitter_for(
+    env: &Env,
+    start: &StartCommand,
+    previous: &PreviousStart,
+    shutdown: &CancellationToken,
+) -> Emitter {
+    Emitter::new(
+        env.js.clone(),
+        Attempt {
+            task_id: start.task_id,
+            tenant_id: start.tenant_id,
+            number: previous.attempt + 1,
+            previous: previous.seq,
+        },
+        Limits {
+            max_events: env.settings.tuning.max_events,
+            max_output_bytes: env.settings.tuning.max_output_bytes,
+        },
+        env.acks.clone(),
+        shutdown.clone(),
+    )
 }
 
 /// The task's last stored start: its stream sequence (0 for none) and attempt (0 for none).
@@ -171,20 +200,14 @@ async fn decide(
     env: &Env,
     start: &StartCommand,
     attempt: u32,
+    guess: bool,
     emitter: &Emitter,
     acker: &Acker,
     shutdown: &CancellationToken,
 ) -> Result<Verdict, ShuttingDown> {
-    let cancel_subject = names::cancel_subject(start.tenant_id, start.task_id);
-    // Subscribe before looking for an earlier cancel, so none slips between the two.
-    let cancels = match env.client.subscribe(cancel_subject).await {
-        Ok(subscription) => subscription,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot subscribe to cancels; handing the task back");
-            return Ok(Verdict::HandBack);
-        }
-    };
-    let args = match preflight(env, start, attempt).await {
+    // Listen before looking for an earlier cancel, so none slips between the two.
+    let cancels = env.cancels.watch(start.task_id);
+    let args = match preflight(env, start, attempt, guess).await {
         Ok(args) => args,
         Err(verdict) => return Ok(verdict),
     };
@@ -193,6 +216,9 @@ async fn decide(
         attempt,
     };
     let Ok(own) = emitter.claim(started).await? else {
+        if guess {
+            return Ok(Verdict::Recheck);
+        }
         tracing::warn!(task_id = %start.task_id, attempt, "another run started the task first; leaving it to that run");
         return Ok(Verdict::Superseded);
     };
@@ -250,7 +276,9 @@ async fn supervise(
 ) -> Result<Verdict, ShuttingDown> {
     let tuning = &env.settings.tuning;
     let stop = CancellationToken::new();
-    let mut heartbeat = tokio::time::interval(tuning.ack_wait / 3);
+    let beat = tuning.ack_wait / 3;
+    // The first beat a third of the ack wait in: most short tasks end before any.
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
     let mut timeout = std::pin::pin!(async move {
         match deadline {
             Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -276,8 +304,8 @@ async fn supervise(
                     reason = watch.check(env).await;
                 }
             }
-            Some(message) = watch.cancels.next(), if reason.is_none() => {
-                if watch.is_cancel(&message.payload) {
+            Some(payload) = watch.cancels.next(), if reason.is_none() => {
+                if watch.is_cancel(&payload) {
                     reason = Some(Stop::Cancel);
                 }
             }
@@ -311,8 +339,8 @@ async fn supervise(
 struct Watch {
     /// The task.
     task_id: TaskId,
-    /// The live subscription to the task's cancel subject (at most once).
-    cancels: async_nats::Subscriber,
+    /// What the task's cancel subject carries, live (at most once).
+    cancels: cancels::Watch,
     /// That subject, to look the cancel up in `AXON`.
     cancel_subject: String,
     /// The task's `started` subject.
@@ -356,11 +384,20 @@ impl Watch {
     }
 }
 
-/// The checks before a run: an earlier end, a cancel, the attempt limit, the adapter.
-/// Returns the adapter's arguments, or the verdict that makes running needless.
-async fn preflight(env: &Env, start: &StartCommand, attempt: u32) -> Result<AdapterArgs, Verdict> {
+/// The checks before a run: an earlier end (unless `guess`ing there was no earlier
+/// attempt), a cancel, the attempt limit, the adapter. Returns the adapter's arguments, or
+/// the verdict that makes running needless.
+async fn preflight(
+    env: &Env,
+    start: &StartCommand,
+    attempt: u32,
+    guess: bool,
+) -> Result<AdapterArgs, Verdict> {
     let cancel_subject = names::cancel_subject(start.tenant_id, start.task_id);
-    match already_ended(env, start).await {
+    // Without a guess: a run that stored its end also stored its start, so a wrong guess
+    // shows at the claim. An end stored without a start (a cancel or a refusal before
+    // running) is stored again, and the projector drops the second one.
+    match if guess { Ok(false) } else { already_ended(env, start).await } {
         Ok(true) => return Err(Verdict::AlreadyEnded),
         Ok(false) => {}
         Err(e) => {

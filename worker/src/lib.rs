@@ -9,6 +9,7 @@
 
 pub mod adapters;
 mod attempt;
+mod cancels;
 pub mod emitter;
 mod fair;
 pub mod sandbox;
@@ -50,6 +51,8 @@ pub(crate) struct Env {
     pub acks: emitter::AckBudget,
     /// Where shell tasks run (when the shell adapter is enabled).
     pub sandbox: Option<Arc<sandbox::Sandbox>>,
+    /// The cancel commands of the tasks this process runs.
+    pub cancels: cancels::Cancels,
 }
 
 /// The worker's settings.
@@ -92,6 +95,7 @@ impl Worker {
                 running: Arc::default(),
                 acks: emitter::AckBudget::default(),
                 sandbox,
+                cancels: cancels::Cancels::default(),
             },
         })
     }
@@ -99,7 +103,13 @@ impl Worker {
     /// Takes start commands while it has free slots, until `shutdown` (retrying while NATS
     /// is unreachable). Running attempts are then stopped and their commands handed back
     /// for another worker.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        match cancels::Cancels::listen(&self.ctx.client, shutdown.clone()).await {
+            Ok(cancels) => self.ctx.cancels = cancels,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot hear cancel commands; running tasks see a cancel only at their periodic look at the stored one");
+            }
+        }
         let slots = Arc::new(Semaphore::new(self.ctx.settings.tuning.concurrency));
         let running = TaskTracker::new();
         if let Some(sandbox) = &self.ctx.sandbox {

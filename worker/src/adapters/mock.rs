@@ -18,8 +18,15 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<Outcome, ShuttingDown> {
     for step in 1..=args.steps {
+        // At 0 ms no timer (one rounds up to the timer's 1 ms tick): only a yield.
+        let pace = async {
+            match args.interval_ms {
+                0 => tokio::task::yield_now().await,
+                ms => tokio::time::sleep(Duration::from_millis(ms)).await,
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(args.interval_ms)) => {}
+            () = pace => {}
             () = stop.cancelled() => return Ok(Outcome::Stopped),
         }
         if args.fail_at == Some(step) {
