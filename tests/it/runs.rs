@@ -110,3 +110,49 @@ async fn a_run_whose_command_went_to_another_worker_stops_and_the_log_follows_th
     assert_chain(&seen);
     Ok(())
 }
+
+/// A tenant's consumer made anew (here: deleted, and made again by the worker from the
+/// stream's start) delivers commands acked long ago as first deliveries. The worker's guess
+/// that a first delivery had no earlier run is refused at the claim, it decides again from
+/// what is stored, and the task that ended does not run again.
+#[tokio::test]
+async fn a_start_delivered_again_as_new_does_not_run_an_ended_task_again() -> anyhow::Result<()> {
+    let cluster = Cluster::start(Options::default()).await?;
+    let body = json!({"name": "once", "adapter": "mock", "args": {"steps": 2, "interval_ms": 1}});
+    let task = cluster.start_task(body.clone()).await?;
+    let before = e2e::collect_to_end(cluster.sse(&task, "", None).await?).await?;
+    let tenant: uuid::Uuid = sqlx::query_scalar("SELECT tenant_id FROM tasks WHERE task_id = $1")
+        .bind(task.parse::<uuid::Uuid>()?)
+        .fetch_one(&cluster.pg().await?)
+        .await?;
+    let consumer = shared::queue::consumer_name(shared::ids::TenantId(tenant));
+    let axon = cluster.js().await?.get_stream("AXON").await?;
+    axon.delete_consumer(&consumer).await?;
+
+    // The next start makes the worker hear of the tenant and make its consumer again.
+    let next = cluster.start_task(body).await?;
+    e2e::collect_to_end(cluster.sse(&next, "", None).await?).await?;
+    eventually(|| async {
+        axon.consumer_info(&consumer)
+            .await
+            .is_ok_and(|info| info.num_pending == 0 && info.num_ack_pending == 0)
+    })
+    .await?;
+    for kind in ["started", "succeeded"] {
+        let subject = format!("axon.evt.{tenant}.{task}.{kind}");
+        let stream = cluster.js().await?.get_stream("AXON").await?;
+        let info = stream
+            .info_with_subjects(&subject)
+            .await?
+            .try_collect::<Vec<_>>()
+            .await?;
+        let stored = info
+            .iter()
+            .find(|(s, _)| *s == subject)
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(stored, 1, "{kind} events of the ended task in AXON");
+    }
+    let after = e2e::collect_to_end(cluster.sse(&task, "", None).await?).await?;
+    assert_eq!(after, before, "the ended task's log changed");
+    Ok(())
+}

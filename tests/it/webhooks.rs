@@ -1,12 +1,14 @@
 //! Webhooks (issue 8, item 7): signed deliveries of terminal events to a local receiver,
 //! retries with every attempt recorded, test deliveries, and targets refused (private
-//! addresses at creation and at delivery time, bad input, other tenants, read-only keys).
+//! addresses at creation and at delivery time, bad input, other tenants, read-only keys),
+//! and the intake consumer of an earlier version made again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use e2e::{Cluster, Options};
@@ -366,5 +368,46 @@ async fn private_targets_bad_input_other_tenants_and_read_only_keys_are_refused(
             .await?;
         assert_eq!(deleted.status(), expected);
     }
+    Ok(())
+}
+
+/// The intake consumer of an earlier version acked each message, and a consumer's ack policy
+/// cannot change: the webhooks role makes it again from its first unacked event, so events
+/// logged while it was down are still delivered.
+#[tokio::test]
+async fn an_intake_consumer_acking_one_by_one_is_made_again_without_losing_events()
+-> anyhow::Result<()> {
+    let mut cluster = Cluster::start(Options {
+        env: vec![("WEBHOOK_ALLOW_PRIVATE", "true")],
+        ..Options::default()
+    })
+    .await?;
+    let log = cluster.js().await?.get_stream("AXON_LOG").await?;
+    log.create_consumer(pull::Config {
+        durable_name: Some("webhooks".to_owned()),
+        filter_subject: "axon.log.>".to_owned(),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    })
+    .await?;
+    let key = cluster.api_key.clone();
+    let (url, mut received) = receiver(0).await?;
+    let (id, _) = subscribe(&cluster, &key, json!({"url": url})).await?;
+    let task = cluster
+        .start_task(json!({"name": "while-down", "adapter": "mock", "args": {"steps": 1}}))
+        .await?;
+    let end = cluster
+        .stream_to_end(&task)
+        .await?
+        .pop()
+        .context("an end")?;
+
+    cluster.spawn_role("webhooks", "webhooks").await?;
+    let delivery = next(&mut received).await?.json();
+    assert_eq!(delivery["webhook_id"], id.as_str());
+    assert_eq!(delivery["event"], end);
+    let info = log.consumer_info("webhooks").await?;
+    assert_eq!(info.config.ack_policy, AckPolicy::All);
     Ok(())
 }

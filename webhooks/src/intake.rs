@@ -11,9 +11,9 @@ use futures::StreamExt;
 use serde::Deserialize;
 use shared::events::wire::Envelope;
 use sqlx::PgPool;
-use uuid::Uuid;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::store::{self, Logged};
 
@@ -44,7 +44,7 @@ fn config() -> pull::Config {
 pub async fn consumer(log: &Stream) -> Result<PullConsumer, async_nats::Error> {
     let config = match log.consumer_info(CONSUMER).await {
         Ok(info) if info.config.ack_policy == AckPolicy::All => {
-            return Ok(log.get_consumer(CONSUMER).await?);
+            return log.get_consumer(CONSUMER).await;
         }
         Ok(info) => {
             log.delete_consumer(CONSUMER).await?;
@@ -144,11 +144,14 @@ async fn queue(
     tenants.sort_unstable();
     tenants.dedup();
     let wanted = store::subscriptions(pool, &tenants).await?;
-    let chosen = messages.iter().zip(&named).filter(|(_, named)| match named {
-        Some((tenant, kind)) => wanted.contains(&(*tenant, (*kind).to_owned())),
-        // Not a log subject: its payload decides.
-        None => true,
-    });
+    let chosen = messages
+        .iter()
+        .zip(&named)
+        .filter(|(_, named)| match named {
+            Some((tenant, kind)) => wanted.contains(&(*tenant, (*kind).to_owned())),
+            // Not a log subject: its payload decides.
+            None => true,
+        });
     let logged = decode(chosen.map(|(message, _)| message));
     if logged.events.is_empty() {
         return Ok(0);

@@ -15,9 +15,9 @@ use shared::names;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Env, cancels};
 use crate::adapters::Outcome;
 use crate::emitter::{Attempt, Emitter, Limits, ShuttingDown, Taken};
+use crate::{Env, cancels};
 
 /// What becomes of the start command.
 enum Verdict {
@@ -397,7 +397,11 @@ async fn preflight(
     // Without a guess: a run that stored its end also stored its start, so a wrong guess
     // shows at the claim. An end stored without a start (a cancel or a refusal before
     // running) is stored again, and the projector drops the second one.
-    match if guess { Ok(false) } else { already_ended(env, start).await } {
+    match if guess {
+        Ok(false)
+    } else {
+        already_ended(env, start).await
+    } {
         Ok(true) => return Err(Verdict::AlreadyEnded),
         Ok(false) => {}
         Err(e) => {
