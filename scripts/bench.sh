@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Runs the pipeline benchmark (release build) against real NATS, PostgreSQL and Redis on this
 # machine and prints its figures, raw service speeds first so the rest reads as ratios.
+# `--quick`: a smaller run of every row, about a minute once built.
 set -euo pipefail
+case "${1:-}" in
+  --quick) export BENCH_QUICK=1 ;;
+  "") ;;
+  *) echo "usage: scripts/bench.sh [--quick]" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/services.sh >/dev/null

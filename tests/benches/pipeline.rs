@@ -1,26 +1,41 @@
-//! The pipeline benchmark: raw NATS JetStream, Redis and Postgres speed, then AxonTask's
-//! end-to-end throughput, emit-to-SSE latency, SSE fan-out, and the MCP server's
-//! `stream_task` round trips and emit-to-progress latency, all in one run on one machine,
-//! so the figures compare as ratios. Run `scripts/bench.sh`
-//! (`BENCH_SSE_CLIENTS=10000 scripts/bench.sh` for more SSE clients than the 1,000 default).
+//! The pipeline benchmark: raw NATS JetStream, Redis, Postgres and axum speed, then
+//! AxonTask's short tasks, event throughput, `start_task` latency, emit-to-SSE latency, SSE
+//! fan-out, resume backfill, receipts and the MCP server, all in one run on one machine, so
+//! the figures compare as ratios. Every stream read is checked whole (each chain verified,
+//! no event lost or repeated). Run `scripts/bench.sh` (`--quick` for about a minute).
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use anyhow::Context;
 mod cpu;
 mod load;
+mod raw;
+mod streams;
 
 use e2e::mcp::{Session, sse_messages};
 use e2e::{Cluster, Options};
 use futures::StreamExt;
 use serde_json::json;
 
-const RAW_MESSAGES: usize = 100_000;
-const PAYLOAD: usize = 300;
+/// How large a run is: the full one, or `--quick` (`BENCH_QUICK=1`).
+#[derive(Clone, Copy)]
+pub struct Scale {
+    /// Whether this is the quick run.
+    pub quick: bool,
+}
+
+impl Scale {
+    /// `full` in the full run, `quick` in the quick one.
+    pub fn pick(self, full: usize, quick: usize) -> usize {
+        if self.quick { quick } else { full }
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let scale = Scale {
+        quick: std::env::var("BENCH_QUICK").is_ok_and(|q| q == "1"),
+    };
     let mut cluster = Cluster::start(Options {
         release: true,
         // Room for the 200 tasks at once of the many-tasks row.
@@ -30,107 +45,129 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
-        "AxonTask pipeline benchmark: {cores} cores, every service on this machine, release build"
+        "AxonTask pipeline benchmark: {cores} cores, every service on this machine, release build{}",
+        if scale.quick { " (quick run)" } else { "" }
     );
     println!();
 
-    let nats = raw_nats(&cluster).await?;
-    let redis = raw_redis(&cluster).await?;
-    let pg = raw_postgres(&cluster).await?;
+    let seconds = scale.pick(5, 2) as u64;
+    let raw = raw::measure(&cluster, scale.pick(100_000, 20_000), seconds).await?;
+    let nats = raw.publish;
     row(
         "raw JetStream publish, 4,000 acks in flight",
         nats,
         "msg/s",
         None,
     );
+    row("raw JetStream pull", raw.pull, "msg/s", None);
     row(
         "raw Redis XADD, pipelines of 1,000",
-        redis,
+        raw.xadd,
         "entries/s",
         None,
     );
     row(
         "raw Postgres INSERT, 1,000-row transactions",
-        pg,
+        raw.insert,
         "rows/s",
         None,
     );
+    row(
+        "raw axum handler, wrk 32 conns",
+        raw.http.per_second,
+        "requests/s",
+        None,
+    );
+    println!(
+        "{:<58} p50 {:.2} ms, p99 {:.2} ms",
+        "raw axum handler, one wrk connection",
+        ms(raw.http_one.p50),
+        ms(raw.http_one.p99)
+    );
 
-    // `BENCH_ONLY=receipts,sse` runs only those sections (shell, many, receipts, sse, mcp,
-    // limits, short, latency)
-    // after the raw rows.
+    // `BENCH_ONLY=receipts,sse` runs only those sections (short, latency, events, shell,
+    // many, sse, backfill, receipts, mcp, limits) after the raw rows.
     let only = std::env::var("BENCH_ONLY").ok();
     let wants = |name: &str| {
         only.as_deref()
             .is_none_or(|only| only.split(',').any(|o| o.trim() == name))
     };
-    if wants("shell") {
-        shell_rows(&cluster, nats).await?;
-    }
-    if wants("many") {
-        many_row(&cluster, nats).await?;
-    }
-    if wants("receipts") {
-        receipts_rows(&cluster).await?;
-    }
-    if wants("sse") {
-        sse_rows(&mut cluster).await?;
-    }
-    if wants("mcp") {
-        mcp_rows(&mut cluster).await?;
-    }
-    if wants("limits") {
-        limits_rows(&mut cluster).await?;
-    }
     if wants("short") {
-        short_rows(&cluster).await?;
+        short_rows(&cluster, &raw, seconds).await?;
     }
     if wants("latency") {
-        latency_rows(&cluster).await?;
+        latency_rows(&cluster, &raw, seconds).await?;
+    }
+    if wants("events") {
+        let tasks = scale.pick(16, 4);
+        let (took, rate) = many_mock_tasks(&cluster, tasks, 3_000).await?;
+        let what = format!(
+            "{tasks} mock tasks × 3,000 steps at once ({:.1} s)",
+            took.as_secs_f64()
+        );
+        row(&what, rate, "events/s", Some(nats));
+    }
+    if wants("shell") {
+        shell_rows(&cluster, nats, scale).await?;
+    }
+    if wants("many") {
+        many_row(&cluster, nats, scale).await?;
+    }
+    if wants("sse") {
+        streams::sse_rows(&mut cluster, scale).await?;
+    }
+    if wants("backfill") {
+        streams::backfill_row(&cluster, scale).await?;
+    }
+    if wants("receipts") {
+        receipts_rows(&cluster, scale).await?;
+    }
+    if wants("mcp") {
+        mcp_rows(&mut cluster, scale).await?;
+    }
+    if wants("limits") {
+        limits_rows(&mut cluster, scale).await?;
     }
     Ok(())
 }
 
+/// Milliseconds.
+fn ms(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
 /// Shell tasks printing many lines.
-async fn shell_rows(cluster: &Cluster, nats: f64) -> anyhow::Result<()> {
-    let one = chatty_tasks(cluster, 1, 100_000).await?;
-    row(
-        "1 shell task × 100,000 lines, start → last SSE event",
-        one,
-        "events/s",
-        Some(nats),
-    );
-    let ten = chatty_tasks(cluster, 10, 20_000).await?;
-    row(
-        "10 shell tasks × 20,000 lines, one SSE client each",
-        ten,
-        "events/s",
-        Some(nats),
-    );
+async fn shell_rows(cluster: &Cluster, nats: f64, scale: Scale) -> anyhow::Result<()> {
+    let lines = scale.pick(100_000, 20_000);
+    let one = chatty_tasks(cluster, 1, lines).await?;
+    let what = format!("1 shell task × {lines} lines, start → last SSE event");
+    row(&what, one, "events/s", Some(nats));
+    let (tasks, lines) = (scale.pick(10, 4), scale.pick(20_000, 5_000));
+    let ten = chatty_tasks(cluster, tasks, lines).await?;
+    let what = format!("{tasks} shell tasks × {lines} lines, one SSE client each");
+    row(&what, ten, "events/s", Some(nats));
     Ok(())
 }
 
 /// Many tasks at once on one worker.
-async fn many_row(cluster: &Cluster, nats: f64) -> anyhow::Result<()> {
-    let (took, rate) = many_mock_tasks(cluster, 200, 500).await?;
-    row(
-        &format!(
-            "200 mock tasks × 500 steps at once, one worker ({:.1} s)",
-            took.as_secs_f64()
-        ),
-        rate,
-        "events/s",
-        Some(nats),
+async fn many_row(cluster: &Cluster, nats: f64, scale: Scale) -> anyhow::Result<()> {
+    let tasks = scale.pick(200, 50);
+    let (took, rate) = many_mock_tasks(cluster, tasks, 500).await?;
+    let what = format!(
+        "{tasks} mock tasks × 500 steps at once, one worker ({:.1} s)",
+        took.as_secs_f64()
     );
+    row(&what, rate, "events/s", Some(nats));
     Ok(())
 }
 
 /// Receipts and the tenant log.
-async fn receipts_rows(cluster: &Cluster) -> anyhow::Result<()> {
-    let audit = receipts(cluster, 10_000).await?;
+async fn receipts_rows(cluster: &Cluster, scale: Scale) -> anyhow::Result<()> {
+    let tasks = scale.pick(10_000, 2_000);
+    let audit = receipts(cluster, tasks).await?;
     row(
         &format!(
-            "10,000 one-step mock tasks, start → receipt ({:.1} s)",
+            "{tasks} one-step mock tasks, start → receipt ({:.1} s)",
             audit.took.as_secs_f64()
         ),
         audit.rate,
@@ -145,7 +182,7 @@ async fn receipts_rows(cluster: &Cluster) -> anyhow::Result<()> {
     );
     for (what, (p50, p99)) in [
         (
-            "  inclusion proof, tree of 10,000+ receipts",
+            "  inclusion proof, tree of all receipts so far",
             audit.inclusion,
         ),
         ("  consistency proof, random sizes", audit.consistency),
@@ -155,39 +192,22 @@ async fn receipts_rows(cluster: &Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Emit-to-SSE latency, one client and many.
-async fn sse_rows(cluster: &mut Cluster) -> anyhow::Result<()> {
-    let latency = emit_to_sse(cluster, 1, 2_000, 1).await?;
-    println!(
-        "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        "emit → SSE latency, 1 client, 2,000 events 1 ms apart", latency.0, latency.1, latency.2
-    );
-    let clients = std::env::var("BENCH_SSE_CLIENTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000);
-    // 100,000 SSE frames a second in all, whatever the number of clients.
-    let interval_ms = (clients as u64 / 100).max(1);
-    let fanout = emit_to_sse(cluster, clients, 100, interval_ms).await?;
-    let what = format!("emit → SSE latency, {clients} clients, 100 events {interval_ms} ms apart");
-    println!(
-        "{what:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        fanout.0, fanout.1, fanout.2
-    );
-    Ok(())
-}
-
 /// MCP round trips and progress latency.
-async fn mcp_rows(cluster: &mut Cluster) -> anyhow::Result<()> {
+async fn mcp_rows(cluster: &mut Cluster, scale: Scale) -> anyhow::Result<()> {
     for sessions in [1, 8] {
-        let (rate, p50, p99) = mcp_round_trips(cluster, sessions, 250).await?;
+        let calls = scale.pick(250, 50);
+        let (rate, p50, p99) = mcp_round_trips(cluster, sessions, calls).await?;
         let what = format!("MCP stream_task round trips, {sessions} session(s), answer at once");
         println!("{what:<58} {rate:>10.0} calls/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
     }
-    let progress = emit_to_progress(cluster, 2_000).await?;
+    let steps = scale.pick(2_000, 500);
+    let progress = emit_to_progress(cluster, steps).await?;
     println!(
         "{:<58} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        "emit → MCP progress latency, 2,000 events 1 ms apart", progress.0, progress.1, progress.2
+        format!("emit → MCP progress latency, {steps} events 1 ms apart"),
+        progress.0,
+        progress.1,
+        progress.2
     );
     Ok(())
 }
@@ -215,6 +235,12 @@ async fn receipts(cluster: &Cluster, tasks: usize) -> anyhow::Result<Receipts> {
         anyhow::Ok(usize::try_from(n)?)
     };
     let before = count().await?;
+    // The tenant's log so far (other tenants' receipts are in other logs).
+    let tree_size = || async {
+        let (_, head) = cluster.get("/api/log/head", Some(&cluster.api_key)).await?;
+        anyhow::Ok(head["head"]["tree_size"].as_u64().unwrap_or(0) as usize)
+    };
+    let logged = tree_size().await?;
     let metrics = projector_seconds(cluster).await?;
     let started = Instant::now();
     let mut starters = Vec::new();
@@ -260,7 +286,7 @@ async fn receipts(cluster: &Cluster, tasks: usize) -> anyhow::Result<Receipts> {
         let (_, head) = cluster.get("/api/log/head", Some(&cluster.api_key)).await?;
         if head["head"]["tree_size"]
             .as_u64()
-            .is_some_and(|n| n as usize >= wanted)
+            .is_some_and(|n| n as usize >= logged + ids.len())
         {
             break head;
         }
@@ -511,9 +537,10 @@ async fn emit_to_progress(cluster: &mut Cluster, steps: usize) -> anyhow::Result
     Ok((at(0.5), at(0.99), at(1.0)))
 }
 
-/// Short mock tasks started by `wrk` (32 connections, 5 s): tasks a second from the first
-/// start to the last terminal event in Postgres, beside the starts the API accepted.
-async fn short_rows(cluster: &Cluster) -> anyhow::Result<()> {
+/// Short mock tasks started by `wrk` (32 connections): tasks a second from the first start
+/// to the last terminal event in Postgres, beside the starts the API accepted; then every
+/// task's log is checked whole (each event once, `seq` 1 to the last, in its chain).
+async fn short_rows(cluster: &Cluster, raw: &raw::Raw, seconds: u64) -> anyhow::Result<()> {
     let pool = cluster.pg().await?;
     for steps in [1, 3] {
         let tenant = format!("short-{steps}");
@@ -525,7 +552,7 @@ async fn short_rows(cluster: &Cluster) -> anyhow::Result<()> {
             key: &key,
             body: Some(&body),
             connections: 32,
-            duration: std::time::Duration::from_secs(5),
+            duration: std::time::Duration::from_secs(seconds),
             pause: None,
         })
         .await?;
@@ -533,8 +560,8 @@ async fn short_rows(cluster: &Cluster) -> anyhow::Result<()> {
         // may be a few more); the rate is from the first start to the last end.
         let answered = i64::try_from(wrk.requests)?;
         let deadline = Instant::now() + std::time::Duration::from_secs(300);
-        let (tasks, seconds) = loop {
-            let (tasks, ended, seconds): (i64, i64, Option<f64>) = sqlx::query_as(
+        let (tasks, elapsed) = loop {
+            let (tasks, ended, took): (i64, i64, Option<f64>) = sqlx::query_as(
                 "SELECT count(*), count(*) FILTER (WHERE t.state = 'succeeded'),
                         EXTRACT(EPOCH FROM max(t.ended_at) - min(t.created_at))::float8
                  FROM tasks t JOIN tenants n ON n.tenant_id = t.tenant_id WHERE n.name = $1",
@@ -543,7 +570,7 @@ async fn short_rows(cluster: &Cluster) -> anyhow::Result<()> {
             .fetch_one(&pool)
             .await?;
             if tasks >= answered && ended == tasks {
-                break (tasks, seconds.unwrap_or(f64::NAN));
+                break (tasks, took.unwrap_or(f64::NAN));
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
@@ -551,11 +578,22 @@ async fn short_rows(cluster: &Cluster) -> anyhow::Result<()> {
             );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         };
+        let (broken,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM tasks t JOIN tenants n ON n.tenant_id = t.tenant_id
+             WHERE n.name = $1 AND (t.last_seq <> $2 OR (SELECT count(*) FROM task_events e
+                 WHERE e.task_id = t.task_id AND e.seq BETWEEN 1 AND $2) <> $2)",
+        )
+        .bind(&tenant)
+        .bind(i64::from(steps) + 3)
+        .fetch_one(&pool)
+        .await?;
+        anyhow::ensure!(broken == 0, "{broken} tasks' logs are not whole");
         println!(
-            "{:<58} {:>10.0} tasks/s (API accepted {:.0}/s)",
-            format!("{steps}-step mock tasks, wrk 32 conns × 5 s, start → end"),
-            tasks as f64 / seconds,
-            wrk.per_second
+            "{:<58} {:>10.0} tasks/s (API accepted {:.0}/s, {:.2} × raw axum)",
+            format!("{steps}-step mock tasks, wrk 32 conns × {seconds} s, start → end"),
+            tasks as f64 / elapsed,
+            wrk.per_second,
+            wrk.per_second / raw.http.per_second
         );
         cpu::print_split(&cpu::read(cluster), &before);
     }
@@ -563,8 +601,8 @@ async fn short_rows(cluster: &Cluster) -> anyhow::Result<()> {
 }
 
 /// `start_task` and `/healthz` latency from one `wrk` connection pausing 2 ms between
-/// requests (a steady ~400 a second).
-async fn latency_rows(cluster: &Cluster) -> anyhow::Result<()> {
+/// requests (a steady ~400 a second), beside the raw axum handler's.
+async fn latency_rows(cluster: &Cluster, raw: &raw::Raw, seconds: u64) -> anyhow::Result<()> {
     let body =
         json!({"name": "latency", "adapter": "mock", "args": {"steps": 1, "interval_ms": 0}});
     for (what, path, body) in [
@@ -576,16 +614,17 @@ async fn latency_rows(cluster: &Cluster) -> anyhow::Result<()> {
             key: &cluster.api_key,
             body,
             connections: 1,
-            duration: std::time::Duration::from_secs(5),
+            duration: std::time::Duration::from_secs(seconds),
             pause: Some(std::time::Duration::from_millis(2)),
         })
         .await?;
         println!(
-            "{:<58} p50 {:.2} ms, p99 {:.2} ms ({:.0}/s)",
+            "{:<58} p50 {:.2} ms, p99 {:.2} ms ({:.0}/s; p50 {:.1} × raw axum)",
             format!("{what}, one wrk connection"),
-            wrk.p50.as_secs_f64() * 1000.0,
-            wrk.p99.as_secs_f64() * 1000.0,
-            wrk.per_second
+            ms(wrk.p50),
+            ms(wrk.p99),
+            wrk.per_second,
+            ms(wrk.p50) / ms(raw.http_one.p50)
         );
     }
     Ok(())
@@ -594,8 +633,8 @@ async fn latency_rows(cluster: &Cluster) -> anyhow::Result<()> {
 /// `start_task` latency with rate limits and quotas (the cluster's API) beside a second API
 /// process on the same services without them, requests alternating between the two at a
 /// steady 500 a second from one client.
-async fn limits_rows(cluster: &mut Cluster) -> anyhow::Result<()> {
-    const STARTS: usize = 4_000;
+async fn limits_rows(cluster: &mut Cluster, scale: Scale) -> anyhow::Result<()> {
+    let starts = scale.pick(4_000, 1_000);
     cluster.set_env("LIMITS_ENABLED", "false");
     cluster
         .spawn_role("api-unlimited", "command-api,query-api")
@@ -606,7 +645,7 @@ async fn limits_rows(cluster: &mut Cluster) -> anyhow::Result<()> {
         json!({"name": "latency", "adapter": "mock", "args": {"steps": 1, "interval_ms": 0}});
     let mut took = [Vec::new(), Vec::new()];
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(2));
-    for n in 0..STARTS {
+    for n in 0..starts {
         tick.tick().await;
         let started = Instant::now();
         let answer = cluster
@@ -648,79 +687,6 @@ fn row(what: &str, rate: f64, unit: &str, versus: Option<f64>) {
 
 fn per_second(count: usize, started: Instant) -> f64 {
     count as f64 / started.elapsed().as_secs_f64()
-}
-
-async fn raw_nats(cluster: &Cluster) -> anyhow::Result<f64> {
-    let js = cluster.js().await?;
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "BENCH".into(),
-        subjects: vec!["bench.>".into()],
-        ..Default::default()
-    })
-    .await?;
-    let payload = bytes_of(PAYLOAD);
-    let started = Instant::now();
-    let mut acks = VecDeque::new();
-    for i in 0..RAW_MESSAGES {
-        acks.push_back(
-            js.publish(format!("bench.{}", i % 100), payload.clone().into())
-                .await?,
-        );
-        if acks.len() >= 4_000 {
-            acks.pop_front().context("an ack")?.await?;
-        }
-    }
-    for ack in acks {
-        ack.await?;
-    }
-    Ok(per_second(RAW_MESSAGES, started))
-}
-
-async fn raw_redis(cluster: &Cluster) -> anyhow::Result<f64> {
-    let mut redis = cluster.redis().await?;
-    let payload = String::from_utf8(bytes_of(PAYLOAD))?;
-    let started = Instant::now();
-    for batch in 0..RAW_MESSAGES / 1_000 {
-        let mut pipe = redis::pipe();
-        for i in 0..1_000 {
-            pipe.cmd("XADD")
-                .arg(format!("bench:{}", (batch * 1_000 + i) % 100))
-                .arg("*")
-                .arg("data")
-                .arg(&payload)
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut redis).await?;
-    }
-    Ok(per_second(RAW_MESSAGES, started))
-}
-
-async fn raw_postgres(cluster: &Cluster) -> anyhow::Result<f64> {
-    let pool = cluster.pg().await?;
-    sqlx::query("CREATE TABLE bench_rows (id uuid, seq bigint, kind text, payload jsonb, PRIMARY KEY (id, seq))")
-        .execute(&pool)
-        .await?;
-    let id = uuid::Uuid::now_v7();
-    let payload = json!({"line": String::from_utf8(bytes_of(PAYLOAD - 20))?});
-    let started = Instant::now();
-    for batch in 0..RAW_MESSAGES / 1_000 {
-        let seqs: Vec<i64> = (0..1_000).map(|i| (batch * 1_000 + i) as i64).collect();
-        let mut tx = pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO bench_rows SELECT $1, s, 'stdout', $2 FROM UNNEST($3::bigint[]) AS s",
-        )
-        .bind(id)
-        .bind(&payload)
-        .bind(seqs)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-    }
-    Ok(per_second(RAW_MESSAGES, started))
-}
-
-fn bytes_of(n: usize) -> Vec<u8> {
-    (0..n).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
 /// `tasks` shell tasks printing `lines` lines each, one SSE client each; events/s from the
@@ -782,51 +748,4 @@ async fn many_mock_tasks(
         events += reader.await??;
     }
     Ok((started.elapsed(), per_second(events, started)))
-}
-
-/// A mock task of `steps` progress events `interval_ms` apart, followed live by `clients`
-/// SSE clients; the latency of each event at each client is its arrival minus its `ts`.
-async fn emit_to_sse(
-    cluster: &mut Cluster,
-    clients: usize,
-    steps: usize,
-    interval_ms: u64,
-) -> anyhow::Result<(f64, f64, f64)> {
-    // No worker until every client is connected, so all of them follow the task live.
-    cluster.kill("worker-1").await?;
-    let task = cluster
-        .start_task(json!({"name": "latency", "adapter": "mock", "args": {"steps": steps, "interval_ms": interval_ms}}))
-        .await?;
-    let mut readers = Vec::new();
-    for _ in 0..clients {
-        let mut stream = cluster.sse(&task, "", None).await?;
-        readers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while let Some(event) = tokio::time::timeout(e2e::PATIENCE, stream.next()).await? {
-                let arrived = chrono::Utc::now();
-                let ts = event["ts"].as_str().context("ts")?;
-                let sent = chrono::DateTime::parse_from_rfc3339(ts)?;
-                if event["kind"] == "progress" {
-                    let micros = (arrived - sent.with_timezone(&chrono::Utc))
-                        .num_microseconds()
-                        .unwrap_or(i64::MAX);
-                    latencies.push(micros as f64 / 1_000.0);
-                }
-                if e2e::is_terminal(&event) {
-                    break;
-                }
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    cluster.spawn_role("worker-1", "worker").await?;
-    let mut all = Vec::new();
-    for reader in readers {
-        let latencies = reader.await??;
-        anyhow::ensure!(latencies.len() == steps, "a client missed events");
-        all.extend(latencies);
-    }
-    all.sort_by(f64::total_cmp);
-    let at = |q: f64| all[((all.len() - 1) as f64 * q) as usize];
-    Ok((at(0.5), at(0.99), at(1.0)))
 }
