@@ -15,5 +15,7 @@ bash scripts/services.sh >/dev/null
 source "${AXON_DATA_DIR:-$root/.data}/services.env"
 # HTTP load comes from wrk, a load tool faster than the server it drives.
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk >/dev/null; }
+# The resume-backfill row reads its stream with curl.
+command -v curl >/dev/null || { apt-get install -y -qq curl >/dev/null || sudo apt-get install -y -qq curl >/dev/null; }
 cargo build --release --quiet -p axontask
 cargo bench --quiet -p e2e --bench pipeline

@@ -85,8 +85,8 @@ async fn main() -> anyhow::Result<()> {
         ms(raw.http_one.p99)
     );
 
-    // `BENCH_ONLY=receipts,sse` runs only those sections (short, latency, events, shell,
-    // many, sse, backfill, receipts, mcp, limits) after the raw rows.
+    // `BENCH_ONLY=receipts,sse` runs only those sections (short, latency, events, backfill,
+    // shell, many, sse, receipts, mcp, limits) after the raw rows.
     let only = std::env::var("BENCH_ONLY").ok();
     let wants = |name: &str| {
         only.as_deref()
@@ -107,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
         );
         row(&what, rate, "events/s", Some(nats));
     }
+    if wants("backfill") {
+        streams::backfill_row(&cluster, scale).await?;
+    }
     if wants("shell") {
         shell_rows(&cluster, nats, scale).await?;
     }
@@ -115,9 +118,6 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("sse") {
         streams::sse_rows(&mut cluster, scale).await?;
-    }
-    if wants("backfill") {
-        streams::backfill_row(&cluster, scale).await?;
     }
     if wants("receipts") {
         receipts_rows(&cluster, scale).await?;
