@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the whole system on this machine: NATS JetStream, PostgreSQL and Redis (installed
-# if missing), then `axontask serve --roles ${AXON_ROLES:-all}` in the background. Prints the base URL and
+# if missing), then `axontask serve --roles all` in the background. Prints the base URL and
 # a fresh API key. Safe to run again: it reuses running services and restarts AxonTask.
 # Stop AxonTask with scripts/down.sh.
 set -euo pipefail
@@ -22,7 +22,7 @@ bin=$root/target/release/axontask
 
 bash scripts/down.sh >/dev/null 2>&1 || true
 "$bin" migrate >/dev/null
-setsid "$bin" serve --roles ${AXON_ROLES:-all} </dev/null >"$data/axontask.log" 2>&1 &
+setsid "$bin" serve --roles all </dev/null >"$data/axontask.log" 2>&1 &
 echo $! >"$data/axontask.pid"
 
 base="http://$API_HOST:$API_PORT"
