@@ -47,7 +47,10 @@ pub async fn consumer(log: &Stream) -> Result<PullConsumer, async_nats::Error> {
             return log.get_consumer(CONSUMER).await;
         }
         Ok(info) => {
-            log.delete_consumer(CONSUMER).await?;
+            // Another webhooks process may have deleted it first; it makes the same one.
+            if let Err(e) = log.delete_consumer(CONSUMER).await {
+                tracing::debug!(error = %e, "the old intake consumer is gone already");
+            }
             pull::Config {
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: info.ack_floor.stream_sequence + 1,
