@@ -1,5 +1,6 @@
 //! Where the CPU goes: seconds of CPU each process of the cluster (and every `postgres`
-//! process of the machine) used between two readings of `/proc`.
+//! process of the machine, and the benchmark's own clients) used between two readings of
+//! `/proc`.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,10 @@ pub fn read(cluster: &Cluster) -> Reading {
     }
     let postgres: f64 = postgres_pids().into_iter().map(seconds).sum();
     used.insert("postgres".to_owned(), postgres);
+    used.insert(
+        "benchmark's clients".to_owned(),
+        seconds(std::process::id()),
+    );
     Reading(used)
 }
 

@@ -100,12 +100,14 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("events") {
         let tasks = scale.pick(16, 4);
+        let before = cpu::read(&cluster);
         let (took, rate) = many_mock_tasks(&cluster, tasks, 3_000).await?;
         let what = format!(
             "{tasks} mock tasks × 3,000 steps at once ({:.1} s)",
             took.as_secs_f64()
         );
         row(&what, rate, "events/s", Some(nats));
+        cpu::print_split(&cpu::read(&cluster), &before);
     }
     if wants("backfill") {
         streams::backfill_row(&cluster, scale).await?;
