@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 mod cpu;
+mod floor;
 mod load;
 mod raw;
 mod streams;
@@ -84,6 +85,16 @@ async fn main() -> anyhow::Result<()> {
         ms(raw.http_one.p50),
         ms(raw.http_one.p99)
     );
+    let floor = floor::measure(&cluster, scale.pick(100_000, 20_000)).await?;
+    println!(
+        "{:<58} {floor:>10.0} events/s ({:.2} × raw JetStream publish)",
+        "raw event pipeline: bare clients, no AxonTask logic",
+        floor / nats
+    );
+    let versus = Versus {
+        publish: nats,
+        floor,
+    };
 
     // `BENCH_ONLY=receipts,sse` runs only those sections (short, latency, events, backfill,
     // shell, many, sse, receipts, mcp, limits) after the raw rows.
@@ -106,17 +117,17 @@ async fn main() -> anyhow::Result<()> {
             "{tasks} mock tasks × 3,000 steps at once ({:.1} s)",
             took.as_secs_f64()
         );
-        row(&what, rate, "events/s", Some(nats));
+        row(&what, rate, "events/s", Some(versus));
         cpu::print_split(&cpu::read(&cluster), &before);
     }
     if wants("backfill") {
         streams::backfill_row(&cluster, scale).await?;
     }
     if wants("shell") {
-        shell_rows(&cluster, nats, scale).await?;
+        shell_rows(&cluster, versus, scale).await?;
     }
     if wants("many") {
-        many_row(&cluster, nats, scale).await?;
+        many_row(&cluster, versus, scale).await?;
     }
     if wants("sse") {
         streams::sse_rows(&mut cluster, scale).await?;
@@ -139,27 +150,27 @@ fn ms(duration: std::time::Duration) -> f64 {
 }
 
 /// Shell tasks printing many lines.
-async fn shell_rows(cluster: &Cluster, nats: f64, scale: Scale) -> anyhow::Result<()> {
+async fn shell_rows(cluster: &Cluster, versus: Versus, scale: Scale) -> anyhow::Result<()> {
     let lines = scale.pick(100_000, 20_000);
     let one = chatty_tasks(cluster, 1, lines).await?;
     let what = format!("1 shell task × {lines} lines, start → last SSE event");
-    row(&what, one, "events/s", Some(nats));
+    row(&what, one, "events/s", Some(versus));
     let (tasks, lines) = (scale.pick(10, 4), scale.pick(20_000, 5_000));
     let ten = chatty_tasks(cluster, tasks, lines).await?;
     let what = format!("{tasks} shell tasks × {lines} lines, one SSE client each");
-    row(&what, ten, "events/s", Some(nats));
+    row(&what, ten, "events/s", Some(versus));
     Ok(())
 }
 
 /// Many tasks at once on one worker.
-async fn many_row(cluster: &Cluster, nats: f64, scale: Scale) -> anyhow::Result<()> {
+async fn many_row(cluster: &Cluster, versus: Versus, scale: Scale) -> anyhow::Result<()> {
     let tasks = scale.pick(200, 50);
     let (took, rate) = many_mock_tasks(cluster, tasks, 500).await?;
     let what = format!(
         "{tasks} mock tasks × 500 steps at once, one worker ({:.1} s)",
         took.as_secs_f64()
     );
-    row(&what, rate, "events/s", Some(nats));
+    row(&what, rate, "events/s", Some(versus));
     Ok(())
 }
 
@@ -677,11 +688,21 @@ async fn limits_rows(cluster: &mut Cluster, scale: Scale) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn row(what: &str, rate: f64, unit: &str, versus: Option<f64>) {
+/// The raw rates an event row is read against.
+#[derive(Clone, Copy)]
+struct Versus {
+    /// Raw JetStream publish, messages a second.
+    publish: f64,
+    /// The raw event pipeline ([`floor`]), events a second.
+    floor: f64,
+}
+
+fn row(what: &str, rate: f64, unit: &str, versus: Option<Versus>) {
     match versus {
         Some(raw) => println!(
-            "{what:<58} {rate:>10.0} {unit} ({:.2} × raw JetStream publish)",
-            rate / raw
+            "{what:<58} {rate:>10.0} {unit} ({:.2} × raw JetStream publish, {:.2} × raw event pipeline)",
+            rate / raw.publish,
+            rate / raw.floor
         ),
         None => println!("{what:<58} {rate:>10.0} {unit}"),
     }
