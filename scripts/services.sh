@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing and starts NATS JetStream, PostgreSQL and Redis on loopback,
 # with all data under .data/ of the project. Safe to run twice: running services are reused.
+# AXON_WITH_DOCKER=1 also installs Debian's docker.io and starts a Docker engine of the
+# project's own (data, state and socket under .data/docker) for the docker adapter.
 # Creates the secrets once (.data/secrets.env, mode 0600), the unprivileged account shell
 # tasks run under, and a PostgreSQL application role with a password (no `trust` over TCP).
 # Writes the environment to use them to .data/services.env (mode 0600) and prints it with
@@ -203,6 +205,38 @@ CONF
   log "Redis started on :$redis_port"
 }
 
+# The docker adapter's engine: Debian's docker.io with its data root, exec root, socket and
+# log under $data/docker, and busybox-static, which the tests copy into images of their own
+# (no registry is reachable here). No default bridge and no iptables rules: containers get
+# no network unless DOCKER_NETWORK names one made on this engine, and two such engines (two
+# checkouts on one machine) do not contend for docker0.
+start_docker() {
+  local dir=$data/docker
+  local sock=$dir/docker.sock
+  local pkgs=()
+  command -v dockerd >/dev/null || pkgs+=(docker.io)
+  dpkg -s busybox-static >/dev/null 2>&1 || pkgs+=(busybox-static)
+  [ ${#pkgs[@]} -eq 0 ] || apt_install "${pkgs[@]}"
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  if curl -fsS --unix-socket "$sock" http://docker/_ping >/dev/null 2>&1; then
+    log "Docker already on $sock"
+    return
+  fi
+  setsid dockerd --data-root "$dir/root" --exec-root "$dir/exec" -H "unix://$sock" \
+    --pidfile "$dir/dockerd.pid" --bridge=none --iptables=false --ip6tables=false \
+    </dev/null >"$dir/dockerd.log" 2>&1 &
+  for _ in $(seq 1 150); do
+    if curl -fsS --unix-socket "$sock" http://docker/_ping >/dev/null 2>&1; then
+      log "Docker started on $sock"
+      return
+    fi
+    sleep 0.2
+  done
+  log "dockerd did not answer on $sock; see $dir/dockerd.log"
+  return 1
+}
+
 # Shell tasks run in the group of this unprivileged account, each under a user id of its
 # own (SHELL_UIDS); the worker refuses the shell adapter without it.
 ensure_shell_user() {
@@ -222,6 +256,11 @@ if [ "$(id -u)" = 0 ]; then chgrp postgres "$data" && chmod 710 "$data"; else ch
 start_nats
 start_postgres
 start_redis
+docker_env=
+if [ "${AXON_WITH_DOCKER:-0}" = 1 ]; then
+  start_docker
+  docker_env="export DOCKER_HOST=unix://$data/docker/docker.sock"
+fi
 
 (umask 077 && cat >"$data/services.env" <<ENV
 export NATS_URL=nats://axontask:$AXON_NATS_AXONTASK_PASSWORD@127.0.0.1:$nats_port
@@ -232,6 +271,7 @@ export HMAC_SECRET=$HMAC_SECRET
 export JWT_SECRET=$JWT_SECRET
 export REDIS_URL=redis://:$REDIS_PASSWORD@127.0.0.1:$redis_port
 export AXON_NATS_SERVER=$data/nats/bin/nats-server
+$docker_env
 ENV
 )
 chmod 600 "$data/services.env"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test: starts NATS, PostgreSQL and Redis (installing what is missing) and the
-# MCP test clients (scripts/mcp-tools.sh), checks
-# formatting and lints, then runs all unit, integration and end-to-end tests against them.
+# Runs every test: starts NATS, PostgreSQL, Redis and a Docker engine (installing what is
+# missing) and the MCP test clients (scripts/mcp-tools.sh), checks formatting and lints,
+# then runs all unit, integration and end-to-end tests against them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-bash scripts/services.sh >/dev/null
+# AXON_WITH_DOCKER=1: the docker adapter's tests run on an engine of the project's own.
+AXON_WITH_DOCKER=1 bash scripts/services.sh >/dev/null
 # The MCP tests drive the server with the official Python SDK and conformance suite.
 bash scripts/mcp-tools.sh >/dev/null
 # shellcheck disable=SC1091

@@ -14,7 +14,13 @@ source "$data/services.env"
 
 export API_HOST=${API_HOST:-127.0.0.1}
 export API_PORT=${API_PORT:-8080}
-export ADAPTERS_ENABLED=${ADAPTERS_ENABLED:-mock,shell}
+# AXON_WITH_DOCKER=1 (read by services.sh too) starts a Docker engine of the project's own
+# and enables the docker adapter.
+if [ "${AXON_WITH_DOCKER:-0}" = 1 ]; then
+  export ADAPTERS_ENABLED=${ADAPTERS_ENABLED:-mock,shell,docker}
+else
+  export ADAPTERS_ENABLED=${ADAPTERS_ENABLED:-mock,shell}
+fi
 
 echo "[up] building axontask (release; the first build takes a few minutes)" >&2
 cargo build --release --quiet -p axontask

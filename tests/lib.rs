@@ -7,6 +7,7 @@
 mod checks;
 mod client;
 mod cluster;
+pub mod docker;
 pub mod mcp;
 mod procs;
 

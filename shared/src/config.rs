@@ -8,7 +8,7 @@ use crate::audit::signer::{PublicKey, Signer};
 use crate::plans::{LimitsConfig, PlanLimits};
 
 /// Adapters this build can run; `ADAPTERS_ENABLED` picks among them.
-pub const KNOWN_ADAPTERS: [&str; 2] = ["mock", "shell"];
+pub const KNOWN_ADAPTERS: [&str; 3] = ["mock", "shell", "docker"];
 
 /// Secret values shown in `.env.example` and `docker-compose.yml`: refused, since anyone
 /// can read them there.
@@ -207,6 +207,26 @@ pub struct WorkerConfig {
     pub max_output_bytes: u64,
     /// The shell adapter's sandbox.
     pub shell: ShellConfig,
+    /// The docker adapter's engine and container limits.
+    pub docker: DockerConfig,
+}
+
+/// Where and how docker tasks run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    /// `DOCKER_HOST` (default the local socket, `unix:///var/run/docker.sock`): the engine.
+    pub host: Option<String>,
+    /// `DOCKER_MEMORY_MB` (default 512): memory of one container (no swap beyond it).
+    pub memory_mb: u64,
+    /// `DOCKER_CPUS` (default 1): CPUs one container may use, fractions allowed (`0.5`).
+    pub cpus: f64,
+    /// `DOCKER_PIDS` (default 256): processes (and threads) one container may have.
+    pub pids: u32,
+    /// `DOCKER_TMPFS_MB` (default 256): size of the container's writable work directory
+    /// and of its `/tmp` (its root file system is read-only).
+    pub tmpfs_mb: u64,
+    /// `DOCKER_NETWORK` (default `none`): the network containers join; `none` for none.
+    pub network: String,
 }
 
 /// Where and how shell tasks run.
@@ -344,6 +364,16 @@ impl Config {
                     max_memory_mb: env.positive("SHELL_MAX_MEMORY_MB", 4096)?,
                     max_cpu_s: env.positive("SHELL_MAX_CPU_S", 3600)?,
                     max_file_mb: env.positive("SHELL_MAX_FILE_MB", 1024)?,
+                },
+                docker: DockerConfig {
+                    host: env.get("DOCKER_HOST"),
+                    memory_mb: env.positive("DOCKER_MEMORY_MB", 512)?,
+                    cpus: env.positive("DOCKER_CPUS", 1.0)?,
+                    pids: env.positive("DOCKER_PIDS", 256)?,
+                    tmpfs_mb: env.positive("DOCKER_TMPFS_MB", 256)?,
+                    network: env
+                        .get("DOCKER_NETWORK")
+                        .unwrap_or_else(|| "none".into()),
                 },
             },
             mcp: McpConfig {
@@ -629,7 +659,8 @@ mod tests {
             ("API_PORT", "eighty"),
             ("HMAC_SECRET", "short"),
             ("HMAC_SECRET", "change-me-change-me-change-me-change-me"),
-            ("ADAPTERS_ENABLED", "mock,docker"),
+            ("ADAPTERS_ENABLED", "mock,podman"),
+            ("DOCKER_CPUS", "-1"),
             ("WORKER_CONCURRENCY", "0"),
             ("MCP_CONFORMANCE_FIXTURES", "yes"),
             ("MCP_ALLOWED_HOSTS", " , "),

@@ -5,6 +5,7 @@ mod audit;
 mod bad_input;
 mod control;
 mod crash;
+mod docker;
 mod fairness;
 mod fanout;
 mod http_limits;

@@ -8,7 +8,7 @@ use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{AckKind, Message};
 use serde::de::IgnoredAny;
 use shared::adapters::{self, AdapterArgs};
-use shared::events::wire::{CancelCommand, StartCommand, WorkerEvent};
+use shared::events::wire::{CancelCommand, StartCommand};
 use shared::events::{EventKind, TaskEvent};
 use shared::ids::TaskId;
 use shared::names;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::Outcome;
 use crate::emitter::{Attempt, Emitter, Limits, ShuttingDown, Taken};
+use crate::stored::{self, LastStart};
 use crate::{Env, cancels};
 
 /// What becomes of the start command.
@@ -105,9 +106,9 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
     };
     let (emitter, verdict) = loop {
         let previous = if guess {
-            PreviousStart::default()
+            LastStart::default()
         } else {
-            match previous_start(&env, &start).await {
+            match stored::last_start(&env.axon, start.tenant_id, start.task_id).await {
                 Ok(previous) => previous,
                 Err(e) => {
                     tracing::warn!(task_id = %start.task_id, error = %e, "cannot read the last start; handing the task back");
@@ -153,7 +154,7 @@ pub(crate) async fn run(env: Env, message: Message, shutdown: CancellationToken)
 fn emitter_for(
     env: &Env,
     start: &StartCommand,
-    previous: &PreviousStart,
+    previous: &LastStart,
     shutdown: &CancellationToken,
 ) -> Emitter {
     Emitter::new(
@@ -170,28 +171,6 @@ fn emitter_for(
         },
         env.acks.clone(),
         shutdown.clone(),
-    )
-}
-
-/// The task's last stored start: its stream sequence (0 for none) and attempt (0 for none).
-#[derive(Default)]
-struct PreviousStart {
-    seq: u64,
-    attempt: u32,
-}
-
-/// Reads the task's last `started` event in `AXON`.
-async fn previous_start(
-    env: &Env,
-    start: &StartCommand,
-) -> Result<PreviousStart, shared::nats::Error> {
-    let subject = names::event_subject(start.tenant_id, start.task_id, EventKind::Started);
-    let last = shared::nats::last_on_subject_at::<WorkerEvent>(&env.axon, subject).await?;
-    Ok(
-        last.map_or_else(PreviousStart::default, |(seq, report)| PreviousStart {
-            seq,
-            attempt: report.attempt,
-        }),
     )
 }
 
@@ -224,7 +203,11 @@ async fn decide(
     };
     // On a retry, the previous run may have stored its end between the preflight and the
     // claim: then the task is over (the projector drops this run's start).
-    if attempt > 1 && already_ended(env, start).await.unwrap_or(false) {
+    if attempt > 1
+        && stored::ended(&env.axon, start.tenant_id, start.task_id)
+            .await
+            .unwrap_or(false)
+    {
         return Ok(Verdict::AlreadyEnded);
     }
     let deadline = deadline(env, start, attempt).await;
@@ -290,7 +273,7 @@ async fn supervise(
         emitter,
         stop.clone(),
         tuning.kill_grace,
-        env.sandbox.as_ref(),
+        &env.places,
     ));
     let mut reason = None;
     let outcome = loop {
@@ -400,7 +383,7 @@ async fn preflight(
     match if guess {
         Ok(false)
     } else {
-        already_ended(env, start).await
+        stored::ended(&env.axon, start.tenant_id, start.task_id).await
     } {
         Ok(true) => return Err(Verdict::AlreadyEnded),
         Ok(false) => {}
@@ -448,25 +431,4 @@ async fn preflight(
             exit_code: None,
         })
     })
-}
-
-/// Whether a worker already stored a terminal event for the task (it then died, or its
-/// ack was lost, before the start command was acked).
-async fn already_ended(env: &Env, start: &StartCommand) -> Result<bool, shared::nats::Error> {
-    let terminal = [
-        EventKind::Succeeded,
-        EventKind::Failed,
-        EventKind::Canceled,
-        EventKind::Timeout,
-    ];
-    for kind in terminal {
-        let subject = names::event_subject(start.tenant_id, start.task_id, kind);
-        if shared::nats::last_on_subject::<IgnoredAny>(&env.axon, subject)
-            .await?
-            .is_some()
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }

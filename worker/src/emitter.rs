@@ -174,6 +174,11 @@ impl Emitter {
         self.run
     }
 
+    /// The task, its tenant and this run's attempt number.
+    pub fn attempt(&self) -> (TaskId, TenantId, u32) {
+        (self.publisher.task_id, self.tenant_id, self.attempt)
+    }
+
     /// Claims the attempt: publishes `started` only if the task's last start is still the
     /// one before this run, and waits until it is stored. Returns its stream sequence, or
     /// [`Taken`] if another run started first. Call it before any other publish.

@@ -13,6 +13,7 @@ mod cancels;
 pub mod emitter;
 mod fair;
 pub mod sandbox;
+mod stored;
 mod tenants;
 
 use std::collections::HashSet;
@@ -49,8 +50,8 @@ pub(crate) struct Env {
     pub running: Arc<Mutex<HashSet<TaskId>>>,
     /// The publish acks all attempts may await at once.
     pub acks: emitter::AckBudget,
-    /// Where shell tasks run (when the shell adapter is enabled).
-    pub sandbox: Option<Arc<sandbox::Sandbox>>,
+    /// Where shell and docker tasks run (when their adapters are enabled).
+    pub places: adapters::Places,
     /// The cancel commands of the tasks this process runs.
     pub cancels: cancels::Cancels,
 }
@@ -72,20 +73,27 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Prepares the shell sandbox (if shell is enabled).
+    /// Prepares the shell sandbox (if shell is enabled) and the Docker engine's client (if
+    /// docker is; the engine is contacted when first needed).
     pub async fn create(
         client: async_nats::Client,
         js: Context,
         axon: Stream,
         settings: Settings,
     ) -> Result<Self, Error> {
-        let sandbox = if settings.adapters_enabled.iter().any(|a| a == "shell") {
+        let enabled = |adapter: &str| settings.adapters_enabled.iter().any(|a| a == adapter);
+        let sandbox = if enabled("shell") {
             let prepared =
                 sandbox::Sandbox::prepare(&settings.tuning.shell).map_err(Error::Sandbox)?;
             Some(Arc::new(prepared))
         } else {
             None
         };
+        let docker = enabled("docker").then(|| {
+            Arc::new(adapters::docker::engine::Engine::new(
+                settings.tuning.docker.clone(),
+            ))
+        });
         Ok(Self {
             ctx: Env {
                 client,
@@ -94,7 +102,7 @@ impl Worker {
                 settings: Arc::new(settings),
                 running: Arc::default(),
                 acks: emitter::AckBudget::default(),
-                sandbox,
+                places: adapters::Places { sandbox, docker },
                 cancels: cancels::Cancels::default(),
             },
         })
@@ -112,8 +120,17 @@ impl Worker {
         }
         let slots = Arc::new(Semaphore::new(self.ctx.settings.tuning.concurrency));
         let running = TaskTracker::new();
-        if let Some(sandbox) = &self.ctx.sandbox {
+        if let Some(sandbox) = &self.ctx.places.sandbox {
             running.spawn(sandbox.clone().sweep(shutdown.clone()));
+        }
+        if let Some(engine) = self.ctx.places.docker.clone() {
+            let axon = self.ctx.axon.clone();
+            running.spawn(async move {
+                let removed = adapters::docker::sweep::finished_attempts(&engine, &axon).await;
+                if removed > 0 {
+                    tracing::info!(removed, "removed containers of finished attempts");
+                }
+            });
         }
         self.take_commands(&slots, &running, &shutdown).await;
         running.close();

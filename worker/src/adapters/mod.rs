@@ -1,5 +1,6 @@
 //! Adapters run a task and report its events; one module per adapter.
 
+pub mod docker;
 pub mod lines;
 pub mod mock;
 pub mod shell;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::emitter::{Emitter, ShuttingDown};
 use crate::sandbox::Sandbox;
+use docker::engine::Engine;
 
 /// How an adapter run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,25 +25,57 @@ pub enum Outcome {
     Stopped,
 }
 
-/// Runs `args` until done or until `stop` fires; shell tasks run in `sandbox`, which a
-/// worker with the shell adapter enabled always has.
+/// Where adapters run tasks: the shell sandbox and the Docker engine, each present when
+/// its adapter is enabled.
+#[derive(Clone, Default)]
+pub struct Places {
+    /// Cells for `shell` tasks.
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// The engine of `docker` tasks.
+    pub docker: Option<Arc<Engine>>,
+}
+
+/// Runs `args` until done or until `stop` fires, in the place its adapter runs tasks.
 pub async fn run(
     args: AdapterArgs,
     out: &Emitter,
     stop: CancellationToken,
     kill_grace: Duration,
-    sandbox: Option<&Arc<Sandbox>>,
+    places: &Places,
 ) -> Result<Outcome, ShuttingDown> {
-    match (args, sandbox) {
-        (AdapterArgs::Mock(args), _) => mock::run(args, out, stop).await,
-        (AdapterArgs::Shell(args), Some(sandbox)) => {
-            shell::run(args, out, stop, kill_grace, sandbox).await
-        }
-        (AdapterArgs::Shell(_), None) => Ok(Outcome::Finished(TaskEvent::Failed {
-            error:
-                "this worker has no shell sandbox; the operator enables shell with ADAPTERS_ENABLED"
-                    .into(),
-            exit_code: None,
-        })),
+    match args {
+        AdapterArgs::Mock(args) => mock::run(args, out, stop).await,
+        AdapterArgs::Shell(args) => match &places.sandbox {
+            Some(sandbox) => shell::run(args, out, stop, kill_grace, sandbox).await,
+            None => Ok(not_enabled("shell")),
+        },
+        AdapterArgs::Docker(args) => match &places.docker {
+            Some(engine) => docker::run(args, out, stop, kill_grace, engine).await,
+            None => Ok(not_enabled("docker")),
+        },
     }
+}
+
+/// The end of a command that exited with `code` (§3.8): `succeeded` with the code when it
+/// is 0, else `failed` naming it.
+pub fn exited_with(code: i32) -> Outcome {
+    Outcome::Finished(if code == 0 {
+        TaskEvent::Succeeded {
+            result: serde_json::json!({"exit_code": 0}),
+        }
+    } else {
+        TaskEvent::Failed {
+            error: format!("exit code {code}"),
+            exit_code: Some(code),
+        }
+    })
+}
+
+fn not_enabled(adapter: &str) -> Outcome {
+    Outcome::Finished(TaskEvent::Failed {
+        error: format!(
+            "this worker does not run {adapter} tasks; the operator enables {adapter} with ADAPTERS_ENABLED"
+        ),
+        exit_code: None,
+    })
 }

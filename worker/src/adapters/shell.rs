@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use serde_json::json;
 use shared::adapters::{ShellArgs, ShellCommand};
 use shared::events::TaskEvent;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -141,16 +140,7 @@ fn finished(status: ExitStatus) -> Outcome {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(-1);
-    Outcome::Finished(if code == 0 {
-        TaskEvent::Succeeded {
-            result: json!({"exit_code": 0}),
-        }
-    } else {
-        TaskEvent::Failed {
-            error: format!("exit code {code}"),
-            exit_code: Some(code),
-        }
-    })
+    super::exited_with(code)
 }
 
 /// Emits one event per line of `reader` until it closes, or until it stays silent for
@@ -196,6 +186,7 @@ async fn silent_after(exited: &CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn exit_codes() {

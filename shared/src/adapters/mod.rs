@@ -1,10 +1,14 @@
 //! Adapter arguments (§3.8), parsed by command-api (to reject bad input at once) and by
 //! workers (to run it).
 
+mod docker;
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
+
+pub use docker::{DockerArgs, Pull};
 
 /// The longest `message` of a mock task.
 const MAX_MOCK_MESSAGE: usize = 1_000;
@@ -51,7 +55,7 @@ pub struct ShellArgs {
     pub env: BTreeMap<String, String>,
 }
 
-/// A shell command: a script or an argv.
+/// A command: a script (for `/bin/sh -c`) or an argv.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum ShellCommand {
@@ -68,6 +72,8 @@ pub enum AdapterArgs {
     Mock(MockArgs),
     /// `shell`.
     Shell(ShellArgs),
+    /// `docker`.
+    Docker(DockerArgs),
 }
 
 /// Parses and checks `args` for `adapter`; the error says what to fix.
@@ -127,12 +133,26 @@ pub fn parse(adapter: &str, args: &Value) -> Result<AdapterArgs, String> {
             }
             Ok(AdapterArgs::Shell(shell))
         }
+        "docker" => {
+            let docker: DockerArgs = from_value(args, "docker")?;
+            docker.check()?;
+            Ok(AdapterArgs::Docker(docker))
+        }
         other => Err(format!("no adapter named '{other}'")),
     }
 }
 
+/// Deserializes `args`; an error names the field it is about (`docker args: env.A: invalid
+/// type: integer `1`, expected a string`).
 fn from_value<T: serde::de::DeserializeOwned>(args: &Value, adapter: &str) -> Result<T, String> {
-    T::deserialize(args).map_err(|e| format!("{adapter} args: {e}"))
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            format!("{adapter} args: {}", e.inner())
+        } else {
+            format!("{adapter} args: {path}: {}", e.inner())
+        }
+    })
 }
 
 /// Payloads are hashed as canonical JSON, which every language writes alike only for
@@ -199,6 +219,47 @@ mod tests {
         assert!(parse("shell", &json!({"command": "x", "cwd": "src/app"})).is_ok());
         for outside in ["/etc", "../x", "a/../../b"] {
             assert!(parse("shell", &json!({"command": "x", "cwd": outside})).is_err());
+        }
+    }
+
+    #[test]
+    fn docker_forms() {
+        let parsed = parse("docker", &json!({"image": "busybox"})).expect("valid");
+        let AdapterArgs::Docker(docker) = parsed else {
+            panic!("docker args")
+        };
+        assert_eq!(docker.pull, Pull::Missing);
+        assert_eq!(docker.workdir(), "/work");
+        assert_eq!(docker.argv(), None);
+        let parsed = parse(
+            "docker",
+            &json!({"image": "b", "command": "echo hi", "env": {"A": "1"}, "workdir": "/src", "pull": "never"}),
+        )
+        .expect("valid");
+        let AdapterArgs::Docker(docker) = parsed else {
+            panic!("docker args")
+        };
+        assert_eq!(
+            docker.argv(),
+            Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
+        assert_eq!(docker.pull, Pull::Never);
+        for (args, names) in [
+            (json!({}), "image"),
+            (json!({"image": 5}), "image"),
+            (json!({"image": ""}), "image"),
+            (json!({"image": "a b"}), "image"),
+            (json!({"image": "b", "command": 5}), "command"),
+            (json!({"image": "b", "command": []}), "command"),
+            (json!({"image": "b", "env": {"A": 1}}), "env.A"),
+            (json!({"image": "b", "env": {"A=B": "1"}}), "env"),
+            (json!({"image": "b", "workdir": "rel"}), "workdir"),
+            (json!({"image": "b", "workdir": "/a/../b"}), "workdir"),
+            (json!({"image": "b", "pull": "always"}), "pull"),
+            (json!({"image": "b", "imagee": "c"}), "imagee"),
+        ] {
+            let err = parse("docker", &args).expect_err("invalid");
+            assert!(err.contains(names), "{args}: {err}");
         }
     }
 
