@@ -8,6 +8,7 @@ mod checks;
 mod client;
 mod cluster;
 pub mod docker;
+pub mod fly_api;
 pub mod mcp;
 mod procs;
 

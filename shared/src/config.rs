@@ -8,7 +8,7 @@ use crate::audit::signer::{PublicKey, Signer};
 use crate::plans::{LimitsConfig, PlanLimits};
 
 /// Adapters this build can run; `ADAPTERS_ENABLED` picks among them.
-pub const KNOWN_ADAPTERS: [&str; 3] = ["mock", "shell", "docker"];
+pub const KNOWN_ADAPTERS: [&str; 4] = ["mock", "shell", "docker", "fly"];
 
 /// Secret values shown in `.env.example` and `docker-compose.yml`: refused, since anyone
 /// can read them there.
@@ -209,6 +209,27 @@ pub struct WorkerConfig {
     pub shell: ShellConfig,
     /// The docker adapter's engine and container limits.
     pub docker: DockerConfig,
+    /// The fly adapter's Machines API.
+    pub fly: FlyConfig,
+}
+
+/// Where the fly adapter makes Machines.
+#[derive(Clone, PartialEq)]
+pub struct FlyConfig {
+    /// `FLY_API_TOKEN`: the Machines API token (required when `fly` is enabled; never
+    /// logged).
+    pub api_token: Option<String>,
+    /// `FLY_API_HOSTNAME` (default `https://api.machines.dev`): the Machines API.
+    pub api_hostname: String,
+}
+
+impl std::fmt::Debug for FlyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlyConfig")
+            .field("api_token", &self.api_token.as_ref().map(|_| "***"))
+            .field("api_hostname", &self.api_hostname)
+            .finish()
+    }
 }
 
 /// Where and how docker tasks run.
@@ -374,6 +395,17 @@ impl Config {
                     network: env
                         .get("DOCKER_NETWORK")
                         .unwrap_or_else(|| "none".into()),
+                },
+                fly: FlyConfig {
+                    api_token: if env.adapters()?.iter().any(|a| a == "fly") {
+                        Some(env.required("FLY_API_TOKEN")?)
+                    } else {
+                        env.get("FLY_API_TOKEN")
+                    },
+                    api_hostname: match env.get("FLY_API_HOSTNAME") {
+                        Some(_) => env.url("FLY_API_HOSTNAME", &["https", "http"])?,
+                        None => "https://api.machines.dev".into(),
+                    },
                 },
             },
             mcp: McpConfig {
@@ -661,6 +693,7 @@ mod tests {
             ("HMAC_SECRET", "change-me-change-me-change-me-change-me"),
             ("ADAPTERS_ENABLED", "mock,podman"),
             ("DOCKER_CPUS", "-1"),
+            ("FLY_API_HOSTNAME", "api.machines.dev"),
             ("WORKER_CONCURRENCY", "0"),
             ("MCP_CONFORMANCE_FIXTURES", "yes"),
             ("MCP_ALLOWED_HOSTS", " , "),
@@ -719,5 +752,15 @@ mod tests {
     fn adapters_list_is_trimmed() {
         let config = load(&[("ADAPTERS_ENABLED", " mock , shell ")]).expect("valid");
         assert_eq!(config.adapters_enabled, vec!["mock", "shell"]);
+    }
+
+    #[test]
+    fn the_fly_adapter_needs_its_token_which_is_never_shown() {
+        let err = load(&[("ADAPTERS_ENABLED", "mock,fly")]).expect_err("no token");
+        assert_eq!(err.var, "FLY_API_TOKEN");
+        let config =
+            load(&[("ADAPTERS_ENABLED", "fly"), ("FLY_API_TOKEN", "fo1_secret")]).expect("valid");
+        assert_eq!(config.worker.fly.api_hostname, "https://api.machines.dev");
+        assert!(!format!("{:?}", config.worker.fly).contains("fo1_secret"));
     }
 }

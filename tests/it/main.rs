@@ -8,6 +8,7 @@ mod crash;
 mod docker;
 mod fairness;
 mod fanout;
+mod fly;
 mod http_limits;
 mod limits;
 mod load;

@@ -36,6 +36,9 @@ pub enum Error {
     /// The shell adapter is enabled but tasks cannot be isolated here.
     #[error("shell sandbox: {0}")]
     Sandbox(String),
+    /// The fly adapter is enabled but its API client cannot be made.
+    #[error("fly adapter: {0}")]
+    Fly(String),
 }
 
 /// What every attempt needs.
@@ -73,8 +76,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Prepares the shell sandbox (if shell is enabled) and the Docker engine's client (if
-    /// docker is; the engine is contacted when first needed).
+    /// Prepares the shell sandbox (if shell is enabled), the Docker engine's client (if
+    /// docker is; the engine is contacted when first needed) and the Machines API client
+    /// (if fly is).
     pub async fn create(
         client: async_nats::Client,
         js: Context,
@@ -94,6 +98,12 @@ impl Worker {
                 settings.tuning.docker.clone(),
             ))
         });
+        let fly = if enabled("fly") {
+            let api = adapters::fly::api::Api::new(&settings.tuning.fly).map_err(Error::Fly)?;
+            Some(Arc::new(api))
+        } else {
+            None
+        };
         Ok(Self {
             ctx: Env {
                 client,
@@ -102,7 +112,11 @@ impl Worker {
                 settings: Arc::new(settings),
                 running: Arc::default(),
                 acks: emitter::AckBudget::default(),
-                places: adapters::Places { sandbox, docker },
+                places: adapters::Places {
+                    sandbox,
+                    docker,
+                    fly,
+                },
                 cancels: cancels::Cancels::default(),
             },
         })

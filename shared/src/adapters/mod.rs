@@ -2,6 +2,7 @@
 //! workers (to run it).
 
 mod docker;
+mod fly;
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use docker::{DockerArgs, Pull};
+pub use fly::FlyArgs;
 
 /// The longest `message` of a mock task.
 const MAX_MOCK_MESSAGE: usize = 1_000;
@@ -74,6 +76,8 @@ pub enum AdapterArgs {
     Shell(ShellArgs),
     /// `docker`.
     Docker(DockerArgs),
+    /// `fly`.
+    Fly(FlyArgs),
 }
 
 /// Parses and checks `args` for `adapter`; the error says what to fix.
@@ -137,6 +141,11 @@ pub fn parse(adapter: &str, args: &Value) -> Result<AdapterArgs, String> {
             let docker: DockerArgs = from_value(args, "docker")?;
             docker.check()?;
             Ok(AdapterArgs::Docker(docker))
+        }
+        "fly" => {
+            let fly: FlyArgs = from_value(args, "fly")?;
+            fly.check()?;
+            Ok(AdapterArgs::Fly(fly))
         }
         other => Err(format!("no adapter named '{other}'")),
     }
@@ -259,6 +268,39 @@ mod tests {
             (json!({"image": "b", "imagee": "c"}), "imagee"),
         ] {
             let err = parse("docker", &args).expect_err("invalid");
+            assert!(err.contains(names), "{args}: {err}");
+        }
+    }
+
+    #[test]
+    fn fly_forms() {
+        let parsed = parse(
+            "fly",
+            &json!({"app": "my-app", "image": "registry.fly.io/my-app:v1", "region": "ord",
+                    "config": {"env": {"A": "1"}, "guest": {"cpus": 1}}}),
+        )
+        .expect("valid");
+        let AdapterArgs::Fly(fly) = parsed else {
+            panic!("fly args")
+        };
+        assert_eq!(fly.region.as_deref(), Some("ord"));
+        assert!(fly.config.contains_key("guest"));
+        for (args, names) in [
+            (json!({"image": "b"}), "app"),
+            (json!({"app": "a"}), "image"),
+            (json!({"app": "My App", "image": "b"}), "app"),
+            (json!({"app": "a", "image": 5}), "image"),
+            (
+                json!({"app": "a", "image": "b", "region": "O R D"}),
+                "region",
+            ),
+            (json!({"app": "a", "image": "b", "config": []}), "config"),
+            (
+                json!({"app": "a", "image": "b", "config": {"image": "c"}}),
+                "config.image",
+            ),
+        ] {
+            let err = parse("fly", &args).expect_err("invalid");
             assert!(err.contains(names), "{args}: {err}");
         }
     }

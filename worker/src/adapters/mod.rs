@@ -1,6 +1,7 @@
 //! Adapters run a task and report its events; one module per adapter.
 
 pub mod docker;
+pub mod fly;
 pub mod lines;
 pub mod mock;
 pub mod shell;
@@ -25,14 +26,16 @@ pub enum Outcome {
     Stopped,
 }
 
-/// Where adapters run tasks: the shell sandbox and the Docker engine, each present when
-/// its adapter is enabled.
+/// Where adapters run tasks: the shell sandbox, the Docker engine and the Machines API,
+/// each present when its adapter is enabled.
 #[derive(Clone, Default)]
 pub struct Places {
     /// Cells for `shell` tasks.
     pub sandbox: Option<Arc<Sandbox>>,
     /// The engine of `docker` tasks.
     pub docker: Option<Arc<Engine>>,
+    /// The Machines API of `fly` tasks.
+    pub fly: Option<Arc<fly::api::Api>>,
 }
 
 /// Runs `args` until done or until `stop` fires, in the place its adapter runs tasks.
@@ -53,6 +56,10 @@ pub async fn run(
             Some(engine) => docker::run(args, out, stop, kill_grace, engine).await,
             None => Ok(not_enabled("docker")),
         },
+        AdapterArgs::Fly(args) => match &places.fly {
+            Some(api) => fly::run(args, out, stop, kill_grace, api).await,
+            None => Ok(not_enabled("fly")),
+        },
     }
 }
 
@@ -71,11 +78,16 @@ pub fn exited_with(code: i32) -> Outcome {
     })
 }
 
-fn not_enabled(adapter: &str) -> Outcome {
+/// The end of a run that failed before (or without) an exit code.
+pub fn failed(error: String) -> Outcome {
     Outcome::Finished(TaskEvent::Failed {
-        error: format!(
-            "this worker does not run {adapter} tasks; the operator enables {adapter} with ADAPTERS_ENABLED"
-        ),
+        error,
         exit_code: None,
     })
+}
+
+fn not_enabled(adapter: &str) -> Outcome {
+    failed(format!(
+        "this worker does not run {adapter} tasks; the operator enables {adapter} with ADAPTERS_ENABLED"
+    ))
 }

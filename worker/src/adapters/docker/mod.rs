@@ -26,8 +26,8 @@ use shared::adapters::{DockerArgs, Pull};
 use shared::events::TaskEvent;
 use tokio_util::sync::CancellationToken;
 
-use super::Outcome;
 use super::lines::Lines;
+use super::{Outcome, failed};
 use crate::emitter::{Emitter, ShuttingDown};
 use engine::Engine;
 
@@ -217,11 +217,4 @@ fn server_message(e: &DockerError) -> String {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
     }
-}
-
-fn failed(error: String) -> Outcome {
-    Outcome::Finished(TaskEvent::Failed {
-        error,
-        exit_code: None,
-    })
 }

@@ -1,0 +1,52 @@
+//! Arguments of the `fly` adapter: a Fly.io Machine made for the task, through the
+//! Machines API.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Arguments of the `fly` adapter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlyArgs {
+    /// The Fly app the Machine is made in (it must exist).
+    pub app: String,
+    /// The image the Machine runs (`registry.fly.io/app:tag`, `busybox`).
+    pub image: String,
+    /// The region to make it in (`ord`, `fra`); Fly picks one when absent.
+    pub region: Option<String>,
+    /// More of the Machine's `config` (its `env`, `guest`, `init`, …), as the Machines API
+    /// takes it; the image, restart policy and metadata are the adapter's own.
+    #[serde(default)]
+    pub config: Map<String, Value>,
+}
+
+impl FlyArgs {
+    /// Checks what serde cannot: the error says what to fix.
+    pub(super) fn check(&self) -> Result<(), String> {
+        let name_ok = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if !name_ok(&self.app, 63) {
+            return Err("fly args: app must be a Fly app name: lowercase letters, digits and '-', at most 63".into());
+        }
+        let image = self.image.trim();
+        if image.is_empty() || image.len() > 512 || image.chars().any(char::is_whitespace) {
+            return Err("fly args: image must be an image reference such as \"registry.fly.io/app:v1\" (no spaces)".into());
+        }
+        if self.region.as_deref().is_some_and(|r| !name_ok(r, 16)) {
+            return Err("fly args: region must be a Fly region code such as \"ord\"".into());
+        }
+        if let Some(key) = ["image", "restart", "metadata"]
+            .into_iter()
+            .find(|key| self.config.contains_key(*key))
+        {
+            return Err(format!(
+                "fly args: config.{key} is set by the adapter; give the image as args.image and leave restart and metadata out"
+            ));
+        }
+        Ok(())
+    }
+}
