@@ -10,7 +10,8 @@ case "${1:-}" in
 esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash scripts/services.sh >/dev/null
+# A Docker engine too, for the container rows.
+AXON_WITH_DOCKER=1 bash scripts/services.sh >/dev/null
 # shellcheck disable=SC1091
 source "${AXON_DATA_DIR:-$root/.data}/services.env"
 # HTTP load comes from wrk, a load tool faster than the server it drives.

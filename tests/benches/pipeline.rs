@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
+mod containers;
 mod cpu;
 mod floor;
 mod load;
@@ -39,6 +40,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut cluster = Cluster::start(Options {
         release: true,
+        // The containers rows run docker tasks on the engine bench.sh starts.
+        adapters: "mock,shell,docker",
         // Room for the 200 tasks at once of the many-tasks row.
         env: vec![("WORKER_CONCURRENCY", "256")],
         ..Options::default()
@@ -97,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // `BENCH_ONLY=receipts,sse` runs only those sections (short, latency, events, backfill,
-    // shell, many, sse, receipts, mcp, limits) after the raw rows.
+    // shell, many, containers, sse, receipts, mcp, limits) after the raw rows.
     let only = std::env::var("BENCH_ONLY").ok();
     let wants = |name: &str| {
         only.as_deref()
@@ -128,6 +131,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("many") {
         many_row(&cluster, versus, scale).await?;
+    }
+    if wants("containers") {
+        containers::rows(&cluster, versus, scale).await?;
     }
     if wants("sse") {
         streams::sse_rows(&mut cluster, scale).await?;
@@ -715,11 +721,24 @@ fn per_second(count: usize, started: Instant) -> f64 {
 /// `tasks` shell tasks printing `lines` lines each, one SSE client each; events/s from the
 /// first start to the last terminal event received.
 async fn chatty_tasks(cluster: &Cluster, tasks: usize, lines: usize) -> anyhow::Result<f64> {
+    let args = json!({"command": format!("seq 1 {lines}")});
+    chatty(cluster, "shell", &args, tasks, lines).await
+}
+
+/// `tasks` tasks of `adapter` with `args` printing `lines` lines each, one SSE client each;
+/// events/s from the first start to the last terminal event received.
+async fn chatty(
+    cluster: &Cluster,
+    adapter: &str,
+    args: &serde_json::Value,
+    tasks: usize,
+    lines: usize,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut readers = Vec::new();
     for _ in 0..tasks {
         let task = cluster
-            .start_task(json!({"name": "bench", "adapter": "shell", "args": {"command": format!("seq 1 {lines}")}}))
+            .start_task(json!({"name": "bench", "adapter": adapter, "args": args}))
             .await?;
         let stream = cluster.sse(&task, "", None).await?;
         readers.push(tokio::spawn(async move {

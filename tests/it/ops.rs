@@ -62,7 +62,7 @@ async fn a_bad_setting_stops_start_up_naming_the_variable() -> anyhow::Result<()
     .await?;
     for (var, value) in [
         ("API_PORT", "eighty"),
-        ("ADAPTERS_ENABLED", "mock,docker"),
+        ("ADAPTERS_ENABLED", "mock,podman"),
         ("HMAC_SECRET", "short"),
     ] {
         let (ok, stderr) = cluster.run_with_env(&["serve"], &[(var, value)]).await?;
