@@ -62,16 +62,34 @@ pub enum Error {
     },
 }
 
-/// Lowercase hex SHA-256 of the canonical JSON of any serializable value.
-pub fn canonical_sha256<T: Serialize>(value: &T) -> Result<String, Error> {
-    let bytes = serde_jcs::to_vec(value).map_err(|e| Error::Canonical(e.to_string()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
 impl Unsealed {
+    /// The event's canonical JSON (RFC 8785). The envelope's keys are fixed and its values
+    /// ASCII (ids, hex, a time stamp, a kind), so they are written in JCS order directly;
+    /// only the payload goes through a canonicalizer. Serializing the whole envelope
+    /// through one was an eighth of the projector's CPU (perf, issue 9).
+    pub fn canonical(&self) -> Result<Vec<u8>, Error> {
+        let payload =
+            serde_jcs::to_vec(&self.payload).map_err(|e| Error::Canonical(e.to_string()))?;
+        let mut out = Vec::with_capacity(payload.len() + 256);
+        let string = |out: &mut Vec<u8>, key: &str, value: &str| {
+            out.extend_from_slice(key.as_bytes());
+            serde_json::to_writer(&mut *out, value).map_err(|e| Error::Canonical(e.to_string()))
+        };
+        string(&mut out, "{\"hash_prev\":", &self.hash_prev)?;
+        string(&mut out, ",\"kind\":", self.kind.as_str())?;
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(format!(",\"seq\":{}", self.seq).as_bytes());
+        string(&mut out, ",\"task_id\":", &self.task_id.to_string())?;
+        string(&mut out, ",\"tenant_id\":", &self.tenant_id.to_string())?;
+        string(&mut out, ",\"ts\":", &self.ts)?;
+        out.push(b'}');
+        Ok(out)
+    }
+
     /// Computes `hash_curr` and returns the finished envelope.
     pub fn seal(self) -> Result<Envelope, Error> {
-        let hash_curr = canonical_sha256(&self)?;
+        let hash_curr = hex::encode(Sha256::digest(self.canonical()?));
         Ok(Envelope {
             task_id: self.task_id,
             tenant_id: self.tenant_id,
@@ -163,6 +181,42 @@ mod tests {
             event.hash_curr,
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
+    }
+
+    #[test]
+    fn the_canonical_form_is_rfc_8785_of_the_whole_envelope() {
+        let task_id = TaskId(Uuid::now_v7());
+        for (kind, payload) in [
+            (EventKind::Requested, json!({})),
+            (
+                EventKind::Stdout,
+                json!({"line": "tab\t quote\" back\\ \u{1f} é 😀"}),
+            ),
+            (
+                EventKind::CancelRequested,
+                json!({"z": 1, "a": [3, {"y": null, "b": true}], "é": "x", "\u{10000}": 1, "\u{ff61}": 2}),
+            ),
+            (
+                EventKind::Failed,
+                json!({"error": "exit code 3", "exit_code": -3}),
+            ),
+        ] {
+            let event = Unsealed {
+                task_id,
+                tenant_id: TenantId(Uuid::now_v7()),
+                seq: 9_007_199_254_740_991,
+                ts: "2026-11-27T07:19:16.123456Z".into(),
+                kind,
+                payload,
+                hash_prev: GENESIS.to_owned(),
+            };
+            assert_eq!(
+                event.canonical().expect("canonical"),
+                serde_jcs::to_vec(&event).expect("jcs"),
+                "{}",
+                event.payload
+            );
+        }
     }
 
     #[test]
