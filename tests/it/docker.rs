@@ -90,6 +90,25 @@ async fn a_container_streams_its_lines_in_order_and_ends_with_its_exit_code() ->
 }
 
 #[tokio::test]
+async fn every_line_of_a_chatty_container_is_reported_once_in_order() -> anyhow::Result<()> {
+    let cluster = cluster_with(vec![]).await?;
+    // A container that exits as soon as it printed: its output must still arrive whole (a
+    // followed log once ended 86,000 lines short of 100,000).
+    let (_, events) = run(&cluster, json!({"command": ["seq", "1", "30000"]})).await?;
+    assert_eq!(kinds(&events).last(), Some(&"succeeded"));
+    let lines = lines(&events, "stdout");
+    assert_eq!(lines.len(), 30_000);
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, line)| line.parse::<usize>().ok() == Some(i + 1)),
+        "every line once, in order"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn cancel_and_timeout_stop_the_container_and_remove_it() -> anyhow::Result<()> {
     let cluster = cluster_with(vec![]).await?;
     let image = busybox_image().await?;

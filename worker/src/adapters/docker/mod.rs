@@ -19,7 +19,7 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, LogsOptions, StopContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, CreateImageOptions, StopContainerOptions,
 };
 use futures::{Stream, StreamExt};
 use shared::adapters::{DockerArgs, Pull};
@@ -48,8 +48,14 @@ pub async fn run(
         Err(reason) => return Ok(failed(reason)),
     };
     sweep::earlier_attempts(engine, task_id, attempt).await;
-    if let Err(reason) = ensure_image(client, &args).await {
-        return Ok(failed(reason));
+    // A pull can take minutes: a cancel or timeout meanwhile ends it.
+    tokio::select! {
+        ensured = ensure_image(client, &args) => {
+            if let Err(reason) = ensured {
+                return Ok(failed(reason));
+            }
+        }
+        () = stop.cancelled() => return Ok(Outcome::Stopped),
     }
     let name = spec::name(task_id, attempt);
     let body = spec::body(&args, engine.config(), (task_id, tenant_id, attempt));
@@ -63,8 +69,23 @@ pub async fn run(
             server_message(&e)
         )));
     }
-    let outcome = match client.start_container(&name, None).await {
-        Ok(()) => follow(client, engine, &name, out, &stop, kill_grace).await,
+    // Attached before it starts, so no line is missed: a followed log can end short of
+    // the output of a container that exits (seen with 100,000 lines in the benchmark).
+    let options = AttachContainerOptions {
+        stream: true,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let started = match client.attach_container(&name, Some(options)).await {
+        Ok(attached) => client
+            .start_container(&name, None)
+            .await
+            .map(|()| attached.output),
+        Err(e) => Err(e),
+    };
+    let outcome = match started {
+        Ok(output) => follow(client, engine, &name, output, out, &stop, kill_grace).await,
         Err(e) => Ok(failed(format!(
             "cannot start the container: {}",
             server_message(&e)
@@ -76,22 +97,17 @@ pub async fn run(
     outcome
 }
 
-/// Reports the container's output until it ends, then its exit; on stop, stops it.
+/// Reports the container's `output` until it ends, then its exit; on stop, stops it.
 async fn follow(
     client: &Docker,
     engine: &Engine,
     name: &str,
+    output: impl Stream<Item = Result<LogOutput, DockerError>>,
     out: &Emitter,
     stop: &CancellationToken,
     kill_grace: Duration,
 ) -> Result<Outcome, ShuttingDown> {
-    let options = LogsOptions {
-        follow: true,
-        stdout: true,
-        stderr: true,
-        ..Default::default()
-    };
-    let mut pumping = std::pin::pin!(pump(client.logs(name, Some(options)), out));
+    let mut pumping = std::pin::pin!(pump(output, out));
     let pumped = tokio::select! {
         pumped = &mut pumping => pumped?,
         () = stop.cancelled() => {

@@ -42,6 +42,8 @@ pub fn body(
         labels: Some(labels),
         tty: Some(false),
         open_stdin: Some(false),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
         host_config: Some(HostConfig {
             memory: Some(memory),
             // Equal to the memory: no swap on top of it.

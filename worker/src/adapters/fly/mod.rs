@@ -37,15 +37,14 @@ pub async fn run(
     earlier_attempts(api, &args.app, task_id, attempt).await;
     let name = machine_name(task_id, attempt);
     let config = machine_config(&args, task_id, attempt);
-    let created = until_stop(
-        &stop,
-        api.create(&args.app, &name, args.region.as_deref(), config),
-    )
-    .await;
-    let machine = match created {
-        None => return Ok(Outcome::Stopped),
-        Some(Ok(machine)) => machine,
-        Some(Err(reason)) => return Ok(failed(reason)),
+    // Not cut short by a stop: a Machine made by a dropped request would never be
+    // destroyed. A stop is seen at the first look at it.
+    let machine = match api
+        .create(&args.app, &name, args.region.as_deref(), config)
+        .await
+    {
+        Ok(machine) => machine,
+        Err(reason) => return Ok(failed(reason)),
     };
     let outcome = follow(api, &args.app, machine.clone(), out, &stop, kill_grace).await;
     if let Err(e) = api.destroy(&args.app, &machine.id).await {
