@@ -130,6 +130,7 @@ pub async fn run(config: Config, roles: &[Role], metrics: PrometheusHandle) -> a
             streams.axon.clone(),
             command_api::Settings {
                 adapters_enabled: config.adapters_enabled.clone(),
+                fly_apps: config.worker.fly.apps.clone(),
                 hmac_secret: config.hmac_secret.clone(),
                 resume_token_ttl: config.resume_token_ttl,
                 max_attempts: config.worker.max_attempts,

@@ -66,6 +66,8 @@ pub struct Shared {
 pub struct Settings {
     /// Adapters the operator enabled (`ADAPTERS_ENABLED`).
     pub adapters_enabled: Vec<String>,
+    /// The Fly apps fly tasks may use (`FLY_APPS`).
+    pub fly_apps: Vec<String>,
     /// Signs resume tokens (`HMAC_SECRET`).
     pub hmac_secret: String,
     /// How long a resume token opens its stream (`RESUME_TOKEN_TTL_S`).

@@ -219,8 +219,13 @@ pub struct FlyConfig {
     /// `FLY_API_TOKEN`: the Machines API token (required when `fly` is enabled; never
     /// logged).
     pub api_token: Option<String>,
-    /// `FLY_API_HOSTNAME` (default `https://api.machines.dev`): the Machines API.
+    /// `FLY_API_HOSTNAME` (default `https://api.machines.dev`): the Machines API; `https`,
+    /// or `http` on loopback only (the token must not cross a network in the clear).
     pub api_hostname: String,
+    /// `FLY_APPS` (required when `fly` is enabled): the Fly apps tasks may make Machines
+    /// in. A Machine gets its app's secrets and private network, so a tenant may never
+    /// pick any app the token reaches.
+    pub apps: Vec<String>,
 }
 
 impl std::fmt::Debug for FlyConfig {
@@ -228,6 +233,7 @@ impl std::fmt::Debug for FlyConfig {
         f.debug_struct("FlyConfig")
             .field("api_token", &self.api_token.as_ref().map(|_| "***"))
             .field("api_hostname", &self.api_hostname)
+            .field("apps", &self.apps)
             .finish()
     }
 }
@@ -396,17 +402,7 @@ impl Config {
                         .get("DOCKER_NETWORK")
                         .unwrap_or_else(|| "none".into()),
                 },
-                fly: FlyConfig {
-                    api_token: if env.adapters()?.iter().any(|a| a == "fly") {
-                        Some(env.required("FLY_API_TOKEN")?)
-                    } else {
-                        env.get("FLY_API_TOKEN")
-                    },
-                    api_hostname: match env.get("FLY_API_HOSTNAME") {
-                        Some(_) => env.url("FLY_API_HOSTNAME", &["https", "http"])?,
-                        None => "https://api.machines.dev".into(),
-                    },
-                },
+                fly: env.fly()?,
             },
             mcp: McpConfig {
                 allowed_origins: env.list("MCP_ALLOWED_ORIGINS", ""),
@@ -593,6 +589,46 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             .collect()
     }
 
+    /// The fly adapter's settings; its token and apps are required when it is enabled.
+    fn fly(&self) -> Result<FlyConfig, Error> {
+        let enabled = self.adapters()?.iter().any(|a| a == "fly");
+        let api_hostname = match self.get("FLY_API_HOSTNAME") {
+            None => "https://api.machines.dev".to_owned(),
+            Some(_) => {
+                let url = self.url("FLY_API_HOSTNAME", &["https", "http"])?;
+                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|prefix| {
+                        url.strip_prefix(prefix)
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+                    });
+                if url.starts_with("http://") && !loopback {
+                    return Err(Error {
+                        var: "FLY_API_HOSTNAME",
+                        reason: "must be https:// (http:// only on loopback): the API token travels with every request".into(),
+                    });
+                }
+                url
+            }
+        };
+        let apps = self.list("FLY_APPS", "");
+        if enabled && apps.is_empty() {
+            return Err(Error {
+                var: "FLY_APPS",
+                reason: "must name the Fly apps fly tasks may use (comma-separated); a Machine gets its app's secrets, so tasks never pick any app the token reaches".into(),
+            });
+        }
+        Ok(FlyConfig {
+            api_token: if enabled {
+                Some(self.required("FLY_API_TOKEN")?)
+            } else {
+                self.get("FLY_API_TOKEN")
+            },
+            api_hostname,
+            apps,
+        })
+    }
+
     /// A list that must name something (an empty one would allow everything).
     fn non_empty_list(&self, var: &'static str, default: &str) -> Result<Vec<String>, Error> {
         let list = self.list(var, default);
@@ -755,11 +791,29 @@ mod tests {
     }
 
     #[test]
-    fn the_fly_adapter_needs_its_token_which_is_never_shown() {
-        let err = load(&[("ADAPTERS_ENABLED", "mock,fly")]).expect_err("no token");
+    fn the_fly_adapter_needs_its_token_and_apps_and_never_shows_the_token() {
+        let err =
+            load(&[("ADAPTERS_ENABLED", "mock,fly"), ("FLY_APPS", "a")]).expect_err("no token");
         assert_eq!(err.var, "FLY_API_TOKEN");
-        let config =
-            load(&[("ADAPTERS_ENABLED", "fly"), ("FLY_API_TOKEN", "fo1_secret")]).expect("valid");
+        let err =
+            load(&[("ADAPTERS_ENABLED", "fly"), ("FLY_API_TOKEN", "t")]).expect_err("no apps");
+        assert_eq!(err.var, "FLY_APPS");
+        for (hostname, ok) in [
+            ("http://api.machines.dev", false),
+            ("http://localhost.example.com", false),
+            ("http://127.0.0.1:4280", true),
+            ("https://api.machines.dev", true),
+        ] {
+            let loaded = load(&[("FLY_API_HOSTNAME", hostname)]);
+            assert_eq!(loaded.is_ok(), ok, "{hostname}");
+        }
+        let config = load(&[
+            ("ADAPTERS_ENABLED", "fly"),
+            ("FLY_API_TOKEN", "fo1_secret"),
+            ("FLY_APPS", "build-runner, deploys"),
+        ])
+        .expect("valid");
+        assert_eq!(config.worker.fly.apps, ["build-runner", "deploys"]);
         assert_eq!(config.worker.fly.api_hostname, "https://api.machines.dev");
         assert!(!format!("{:?}", config.worker.fly).contains("fo1_secret"));
     }

@@ -11,7 +11,11 @@ async fn cluster_on(api: &FlyApi, token: &'static str) -> anyhow::Result<Cluster
     let url: &'static str = Box::leak(api.url.clone().into_boxed_str());
     Cluster::start(Options {
         adapters: "mock,fly",
-        env: vec![("FLY_API_HOSTNAME", url), ("FLY_API_TOKEN", token)],
+        env: vec![
+            ("FLY_API_HOSTNAME", url),
+            ("FLY_API_TOKEN", token),
+            ("FLY_APPS", "demo"),
+        ],
         ..Options::default()
     })
     .await
@@ -126,20 +130,28 @@ async fn the_api_s_refusals_end_the_task_with_a_reason() -> anyhow::Result<()> {
         error.contains("(422: invalid config.image") && error.contains("check the task's image"),
         "{error}"
     );
-    // Bad args never reach the API.
-    let (status, answer) = cluster
-        .post(
-            "/mcp/start_task",
-            Some(&cluster.api_key),
-            &json!({"name": "x", "adapter": "fly", "args": {"image": "busybox"}}),
-        )
-        .await?;
-    assert_eq!(status, 400);
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("app")),
-        "{answer}"
-    );
+    // Bad args never reach the API: a missing app, an app the operator did not list (a
+    // Machine gets its app's secrets), a config key that would reach the app's volumes.
+    let before = api.requests().len();
+    for (args, names) in [
+        (json!({"image": "busybox"}), "app"),
+        (json!({"app": "production", "image": "busybox"}), "FLY_APPS"),
+        (
+            json!({"app": "demo", "image": "busybox", "config": {"mounts": [{"volume": "vol_1"}]}}),
+            "config.mounts",
+        ),
+    ] {
+        let (status, answer) = cluster
+            .post(
+                "/mcp/start_task",
+                Some(&cluster.api_key),
+                &json!({"name": "x", "adapter": "fly", "args": args}),
+            )
+            .await?;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names), "{message}");
+    }
+    assert_eq!(api.requests().len(), before);
     Ok(())
 }

@@ -94,8 +94,20 @@ fn validate(body: &StartTask, settings: &Settings) -> Result<(), ApiError> {
             "args must be a JSON object",
         ));
     }
-    adapters::parse(&body.adapter, &body.args)
+    let parsed = adapters::parse(&body.adapter, &body.args)
         .map_err(|e| ApiError::bad_request("invalid_args", e))?;
+    if let adapters::AdapterArgs::Fly(fly) = &parsed
+        && !settings.fly_apps.contains(&fly.app)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_args",
+            format!(
+                "fly args: app '{}' is not one fly tasks may use; the operator lists them in FLY_APPS (now: {})",
+                fly.app,
+                settings.fly_apps.join(", ")
+            ),
+        ));
+    }
     if body
         .timeout_s
         .is_some_and(|t| t == 0 || t > settings.max_timeout_s)
@@ -376,6 +388,7 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             adapters_enabled: vec!["mock".to_owned()],
+            fly_apps: Vec::new(),
             hmac_secret: String::new(),
             resume_token_ttl: std::time::Duration::from_secs(60),
             max_attempts: 3,

@@ -58,10 +58,18 @@ impl DockerArgs {
 
     /// Checks what serde cannot: the error says what to fix.
     pub(super) fn check(&self) -> Result<(), String> {
-        let image = self.image.trim();
-        if image.is_empty() || image.len() > MAX_IMAGE || image.chars().any(char::is_whitespace) {
+        let image = &self.image;
+        // The reference grammar's characters only: the engine's API takes the image in a URL
+        // path, so no `?`, `#`, `%`, spaces or `..`.
+        let reference = image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+            && !image.contains("..")
+            && !image.contains("//")
+            && !image.starts_with(['/', '-', '.', ':', '@']);
+        if image.is_empty() || image.len() > MAX_IMAGE || !reference {
             return Err(format!(
-                "docker args: image must be an image reference such as \"busybox:1.36\" (no spaces, at most {MAX_IMAGE} characters)"
+                "docker args: image must be an image reference such as \"busybox:1.36\" or \"registry.example/app@sha256:…\" (letters, digits and . _ - / : @ only, at most {MAX_IMAGE} characters)"
             ));
         }
         if let Some(ShellCommand::Script(script)) = &self.command

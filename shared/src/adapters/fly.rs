@@ -4,6 +4,11 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+/// The keys of a Machine's config a task may set: its environment, size, command and how
+/// it is stopped. Others (`mounts`, `files`, `services`, `processes`, …) would reach the
+/// app's volumes, secrets or traffic.
+pub const CONFIG_KEYS: [&str; 4] = ["env", "guest", "init", "stop_config"];
+
 /// Arguments of the `fly` adapter.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,8 +19,8 @@ pub struct FlyArgs {
     pub image: String,
     /// The region to make it in (`ord`, `fra`); Fly picks one when absent.
     pub region: Option<String>,
-    /// More of the Machine's `config` (its `env`, `guest`, `init`, …), as the Machines API
-    /// takes it; the image, restart policy and metadata are the adapter's own.
+    /// More of the Machine's `config`, as the Machines API takes it: only [`CONFIG_KEYS`]
+    /// (no mounts, files, services or secrets of the app).
     #[serde(default)]
     pub config: Map<String, Value>,
 }
@@ -39,12 +44,14 @@ impl FlyArgs {
         if self.region.as_deref().is_some_and(|r| !name_ok(r, 16)) {
             return Err("fly args: region must be a Fly region code such as \"ord\"".into());
         }
-        if let Some(key) = ["image", "restart", "metadata"]
-            .into_iter()
-            .find(|key| self.config.contains_key(*key))
+        if let Some(key) = self
+            .config
+            .keys()
+            .find(|key| !CONFIG_KEYS.contains(&key.as_str()))
         {
             return Err(format!(
-                "fly args: config.{key} is set by the adapter; give the image as args.image and leave restart and metadata out"
+                "fly args: config.{key} may not be set: a task's Machine config takes only {} (the image is args.image)",
+                CONFIG_KEYS.join(", ")
             ));
         }
         Ok(())

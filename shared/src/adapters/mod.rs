@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use docker::{DockerArgs, Pull};
-pub use fly::FlyArgs;
+pub use fly::{CONFIG_KEYS as FLY_CONFIG_KEYS, FlyArgs};
 
 /// The longest `message` of a mock task.
 const MAX_MOCK_MESSAGE: usize = 1_000;
@@ -233,6 +233,13 @@ mod tests {
 
     #[test]
     fn docker_forms() {
+        for image in [
+            "busybox",
+            "localhost:5000/team/app:1.2",
+            "app@sha256:0123abcd",
+        ] {
+            assert!(parse("docker", &json!({"image": image})).is_ok(), "{image}");
+        }
         let parsed = parse("docker", &json!({"image": "busybox"})).expect("valid");
         let AdapterArgs::Docker(docker) = parsed else {
             panic!("docker args")
@@ -258,6 +265,8 @@ mod tests {
             (json!({"image": 5}), "image"),
             (json!({"image": ""}), "image"),
             (json!({"image": "a b"}), "image"),
+            (json!({"image": "x/../../containers/abc"}), "image"),
+            (json!({"image": "busybox?z=1"}), "image"),
             (json!({"image": "b", "command": 5}), "command"),
             (json!({"image": "b", "command": []}), "command"),
             (json!({"image": "b", "env": {"A": 1}}), "env.A"),

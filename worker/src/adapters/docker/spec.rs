@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use shared::adapters::DockerArgs;
 use shared::config::DockerConfig;
 use shared::ids::{TaskId, TenantId};
@@ -59,6 +59,12 @@ pub fn body(
             // handler of its own ignores it) and reaps what the command leaves behind.
             init: Some(true),
             auto_remove: Some(false),
+            // Its output reaches the worker through the attach; a log on the engine's disk
+            // would only grow.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
             ..Default::default()
         }),
         ..Default::default()

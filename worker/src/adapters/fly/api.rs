@@ -81,6 +81,7 @@ pub struct Api {
     client: reqwest::Client,
     base: String,
     token: String,
+    apps: Vec<String>,
 }
 
 impl Api {
@@ -101,7 +102,13 @@ impl Api {
             client,
             base: config.api_hostname.trim_end_matches('/').to_owned(),
             token,
+            apps: config.apps.clone(),
         })
+    }
+
+    /// Whether tasks may make Machines in `app` (`FLY_APPS`).
+    pub fn allows(&self, app: &str) -> bool {
+        self.apps.iter().any(|a| a == app)
     }
 
     /// Makes (and starts) a Machine named `name` in `app`.

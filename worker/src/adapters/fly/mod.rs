@@ -34,6 +34,13 @@ pub async fn run(
     api: &Api,
 ) -> Result<Outcome, ShuttingDown> {
     let (task_id, _, attempt) = out.attempt();
+    // command-api checked it too, with its own FLY_APPS.
+    if !api.allows(&args.app) {
+        return Ok(failed(format!(
+            "fly args: app '{}' is not one fly tasks may use on this worker (FLY_APPS)",
+            args.app
+        )));
+    }
     earlier_attempts(api, &args.app, task_id, attempt).await;
     let name = machine_name(task_id, attempt);
     let config = machine_config(&args, task_id, attempt);
@@ -44,7 +51,11 @@ pub async fn run(
         .await
     {
         Ok(machine) => machine,
-        Err(reason) => return Ok(failed(reason)),
+        Err(reason) => {
+            // The API may have made it before the answer was lost.
+            earlier_attempts(api, &args.app, task_id, attempt + 1).await;
+            return Ok(failed(reason));
+        }
     };
     let outcome = follow(api, &args.app, machine.clone(), out, &stop, kill_grace).await;
     if let Err(e) = api.destroy(&args.app, &machine.id).await {
@@ -124,7 +135,8 @@ fn exited(machine: &Machine) -> Outcome {
     }
 }
 
-/// Destroys the Machines of `task_id`'s attempts before `attempt` in `app`.
+/// Destroys the Machines of `task_id`'s attempts before `attempt` in `app` (with
+/// `attempt + 1`, this run's own too).
 async fn earlier_attempts(api: &Api, app: &str, task_id: TaskId, attempt: u32) {
     let prefix = format!("axontask-{task_id}-");
     let machines = match api.list(app).await {
