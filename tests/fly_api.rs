@@ -133,6 +133,33 @@ impl FlyApi {
         lock(&self.shared).requests.clone()
     }
 
+    /// Makes a Machine with `config` as a worker that died would have left it; its id.
+    pub fn leave(&self, config: Value) -> String {
+        let mut machine = recorded(include_str!("fly/machine.json"));
+        let id = format!(
+            "{:014x}",
+            uuid::Uuid::now_v7().as_u128() & 0xff_ffff_ffff_ffff
+        );
+        machine["id"] = json!(id);
+        machine["config"] = config;
+        let mock = Mock {
+            machine,
+            made: Instant::now(),
+            stopped: None,
+            destroyed: false,
+        };
+        lock(&self.shared).by_id.insert(id.clone(), mock);
+        id
+    }
+
+    /// Whether the Machine `id` was destroyed.
+    pub fn destroyed(&self, id: &str) -> bool {
+        lock(&self.shared)
+            .by_id
+            .get(id)
+            .is_some_and(|m| m.destroyed)
+    }
+
     /// The config each Machine was made with, by id.
     pub fn configs(&self) -> HashMap<String, Value> {
         lock(&self.shared)

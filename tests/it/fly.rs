@@ -111,6 +111,41 @@ async fn cancel_stops_and_destroys_the_machine() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_worker_starting_destroys_machines_of_finished_attempts() -> anyhow::Result<()> {
+    let api = FlyApi::start().await?;
+    let mut cluster = cluster_on(&api, TOKEN).await?;
+    let events = run(&cluster, "exit-0").await?;
+    let (task, tenant) = (events[0]["task_id"].clone(), events[0]["tenant_id"].clone());
+    let metadata = |attempt: &str| json!({"axontask_task_id": task, "axontask_tenant_id": tenant, "axontask_attempt": attempt});
+    // What a worker killed after the end, and before the destroy, leaves.
+    let finished = api.leave(json!({"image": "sleep", "metadata": metadata("1")}));
+    // A live attempt's Machine stays (its worker may be alive).
+    let live = cluster
+        .start_task(
+            json!({"name": "serve", "adapter": "fly", "args": {"app": "demo", "image": "sleep"}}),
+        )
+        .await?;
+    let (_, stream) = until_kind(cluster.sse(&live, "", None).await?, "progress").await?;
+    cluster.spawn_role("worker-2", "worker").await?;
+    e2e::eventually(|| async { api.destroyed(&finished) }).await?;
+    let live_machine = api
+        .configs()
+        .into_iter()
+        .find(|(_, c)| c["metadata"]["axontask_task_id"] == live.as_str())
+        .map(|(id, _)| id)
+        .expect("the live task's Machine");
+    assert!(
+        !api.destroyed(&live_machine),
+        "a live attempt's Machine stays"
+    );
+    assert_eq!(cluster.cancel(&live).await?.0, 200);
+    let events = collect_to_end(stream).await?;
+    assert_eq!(kinds(&events).last(), Some(&"canceled"));
+    assert!(api.destroyed(&live_machine));
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_api_s_refusals_end_the_task_with_a_reason() -> anyhow::Result<()> {
     let api = FlyApi::start().await?;
     let cluster = cluster_on(&api, "not-the-token").await?;

@@ -146,6 +146,15 @@ impl Worker {
                 }
             });
         }
+        if let Some(api) = self.ctx.places.fly.clone() {
+            let axon = self.ctx.axon.clone();
+            running.spawn(async move {
+                let destroyed = adapters::fly::sweep::finished_attempts(&api, &axon).await;
+                if destroyed > 0 {
+                    tracing::info!(destroyed, "destroyed Machines of finished attempts");
+                }
+            });
+        }
         self.take_commands(&slots, &running, &shutdown).await;
         running.close();
         running.wait().await;

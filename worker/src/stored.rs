@@ -1,5 +1,6 @@
 //! What `AXON` holds of a task's runs: its last start and whether it ended. Attempts read
-//! it before they run; the docker sweep reads it to tell a stale container from a live one.
+//! it before they run; the docker and fly sweeps read it to tell what a finished run left
+//! from what a live one holds.
 
 use async_nats::jetstream::stream::Stream;
 use serde::de::IgnoredAny;
@@ -54,4 +55,18 @@ pub(crate) async fn ended(
         }
     }
     Ok(false)
+}
+
+/// Whether attempt `attempt` of the task is over: a later attempt started, or the task
+/// ended. What a run left behind (a container, a Machine) may then go.
+pub(crate) async fn attempt_over(
+    axon: &Stream,
+    tenant_id: TenantId,
+    task_id: TaskId,
+    attempt: u32,
+) -> Result<bool, shared::nats::Error> {
+    if last_start(axon, tenant_id, task_id).await?.attempt > attempt {
+        return Ok(true);
+    }
+    ended(axon, tenant_id, task_id).await
 }

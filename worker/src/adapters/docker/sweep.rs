@@ -42,11 +42,7 @@ pub async fn finished_attempts(engine: &Engine, axon: &Stream) -> usize {
     };
     let mut removed = 0;
     for run in runs {
-        let over = match stored::last_start(axon, run.tenant_id, run.task_id).await {
-            Ok(last) if last.attempt > run.attempt => Ok(true),
-            Ok(_) => stored::ended(axon, run.tenant_id, run.task_id).await,
-            Err(e) => Err(e),
-        };
+        let over = stored::attempt_over(axon, run.tenant_id, run.task_id, run.attempt).await;
         match over {
             Ok(true) => match engine.remove(&run.id).await {
                 Ok(()) => removed += 1,

@@ -28,6 +28,9 @@ pub struct Machine {
     /// Its events, newest first.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Its config (the adapter reads the metadata it set).
+    #[serde(default)]
+    pub config: Value,
 }
 
 /// One of a Machine's events.
@@ -109,6 +112,11 @@ impl Api {
     /// Whether tasks may make Machines in `app` (`FLY_APPS`).
     pub fn allows(&self, app: &str) -> bool {
         self.apps.iter().any(|a| a == app)
+    }
+
+    /// The apps tasks may make Machines in.
+    pub fn apps(&self) -> impl Iterator<Item = &str> {
+        self.apps.iter().map(String::as_str)
     }
 
     /// Makes (and starts) a Machine named `name` in `app`.

@@ -6,16 +6,18 @@
 //! after the grace period); whatever happens, the Machine is destroyed at the end.
 //!
 //! A Machine's name holds its task and attempt; a run removes the Machines of its task's
-//! earlier attempts (a worker died under them) before making its own.
+//! earlier attempts (a worker died under them) before making its own, and a worker
+//! starting removes those of attempts that are over ([`sweep`]).
 
 pub mod api;
+pub mod sweep;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use shared::adapters::FlyArgs;
 use shared::events::TaskEvent;
-use shared::ids::TaskId;
+use shared::ids::{TaskId, TenantId};
 use tokio_util::sync::CancellationToken;
 
 use super::{Outcome, failed};
@@ -33,7 +35,7 @@ pub async fn run(
     kill_grace: Duration,
     api: &Api,
 ) -> Result<Outcome, ShuttingDown> {
-    let (task_id, _, attempt) = out.attempt();
+    let (task_id, tenant_id, attempt) = out.attempt();
     // command-api checked it too, with its own FLY_APPS.
     if !api.allows(&args.app) {
         return Ok(failed(format!(
@@ -43,7 +45,7 @@ pub async fn run(
     }
     earlier_attempts(api, &args.app, task_id, attempt).await;
     let name = machine_name(task_id, attempt);
-    let config = machine_config(&args, task_id, attempt);
+    let config = machine_config(&args, (task_id, tenant_id, attempt));
     // Not cut short by a stop: a Machine made by a dropped request would never be
     // destroyed. A stop is seen at the first look at it.
     let machine = match api
@@ -165,14 +167,15 @@ fn machine_name(task_id: TaskId, attempt: u32) -> String {
 }
 
 /// The Machine's config: the task's own, with the image, no restarts (the task ends when
-/// its process does) and the task in the metadata.
-fn machine_config(args: &FlyArgs, task_id: TaskId, attempt: u32) -> Value {
+/// its process does) and the run in the metadata ([`sweep`] reads it).
+fn machine_config(args: &FlyArgs, (task_id, tenant_id, attempt): (TaskId, TenantId, u32)) -> Value {
     let mut config = Value::Object(args.config.clone());
     config["image"] = json!(args.image);
     config["restart"] = json!({"policy": "no"});
     config["metadata"] = json!({
-        "axontask_task_id": task_id.to_string(),
-        "axontask_attempt": attempt.to_string(),
+        sweep::TASK: task_id.to_string(),
+        sweep::TENANT: tenant_id.to_string(),
+        sweep::ATTEMPT: attempt.to_string(),
     });
     config
 }
