@@ -72,26 +72,23 @@ impl DockerArgs {
                 "docker args: image must be an image reference such as \"busybox:1.36\" or \"registry.example/app@sha256:…\" (letters, digits and . _ - / : @ only, at most {MAX_IMAGE} characters)"
             ));
         }
-        if let Some(ShellCommand::Script(script)) = &self.command
-            && script.trim().is_empty()
-        {
-            return Err("docker args: command must be a non-empty string or argv list (or absent, for the image's own command)".into());
-        }
-        if let Some(ShellCommand::Argv(argv)) = &self.command
-            && argv.first().is_none_or(String::is_empty)
-        {
+        let empty = match &self.command {
+            Some(ShellCommand::Script(script)) => script.trim().is_empty(),
+            Some(ShellCommand::Argv(argv)) => argv.first().is_none_or(String::is_empty),
+            None => false,
+        };
+        if empty {
             return Err("docker args: command must be a non-empty string or argv list (or absent, for the image's own command)".into());
         }
         let nul = |s: &String| s.contains('\0');
-        let has_nul = nul(&self.image)
-            || self.argv().is_some_and(|argv| argv.iter().any(nul))
+        let has_nul = self.argv().is_some_and(|argv| argv.iter().any(nul))
             || self.workdir.as_ref().is_some_and(nul)
             || self
                 .env
                 .iter()
                 .any(|(k, v)| nul(k) || nul(v) || k.is_empty() || k.contains('='));
         if has_nul {
-            return Err("docker args: image, command, workdir and env may not contain NUL, and env names must be non-empty without '='".into());
+            return Err("docker args: command, workdir and env may not contain NUL, and env names must be non-empty without '='".into());
         }
         let workdir = std::path::Path::new(self.workdir());
         let plain = workdir.is_absolute()
