@@ -32,6 +32,26 @@ struct Mock {
 }
 
 impl Mock {
+    /// A Machine made now from the recorded shape, with a fresh id.
+    fn new(name: Option<&str>, config: &Value, region: Option<&str>) -> Self {
+        let mut machine = recorded(include_str!("fly/machine.json"));
+        let id = uuid::Uuid::now_v7().as_u128() & 0xff_ffff_ffff_ffff;
+        machine["id"] = json!(format!("{id:014x}"));
+        machine["config"] = config.clone();
+        if let Some(name) = name {
+            machine["name"] = json!(name);
+        }
+        if let Some(region) = region {
+            machine["region"] = json!(region);
+        }
+        Self {
+            machine,
+            made: Instant::now(),
+            stopped: None,
+            destroyed: false,
+        }
+    }
+
     /// The Machine now: its state and events follow from the time since it was made.
     fn now(&self) -> Value {
         let image = self.machine["config"]["image"]
@@ -135,19 +155,8 @@ impl FlyApi {
 
     /// Makes a Machine with `config` as a worker that died would have left it; its id.
     pub fn leave(&self, config: Value) -> String {
-        let mut machine = recorded(include_str!("fly/machine.json"));
-        let id = format!(
-            "{:014x}",
-            uuid::Uuid::now_v7().as_u128() & 0xff_ffff_ffff_ffff
-        );
-        machine["id"] = json!(id);
-        machine["config"] = config;
-        let mock = Mock {
-            machine,
-            made: Instant::now(),
-            stopped: None,
-            destroyed: false,
-        };
+        let mock = Mock::new(None, &config, None);
+        let id = mock.machine["id"].as_str().unwrap_or_default().to_owned();
         lock(&self.shared).by_id.insert(id.clone(), mock);
         id
     }
@@ -208,24 +217,13 @@ async fn create(
             recorded(include_str!("fly/error_422.json")),
         );
     }
-    let mut machine = recorded(include_str!("fly/machine.json"));
-    let id = format!(
-        "{:014x}",
-        uuid::Uuid::now_v7().as_u128() & 0xff_ffff_ffff_ffff
+    let mock = Mock::new(
+        body["name"].as_str(),
+        &body["config"],
+        body["region"].as_str(),
     );
-    machine["id"] = json!(id);
-    machine["name"] = body["name"].clone();
-    machine["config"] = body["config"].clone();
-    if let Some(region) = body["region"].as_str() {
-        machine["region"] = json!(region);
-    }
-    let mock = Mock {
-        machine,
-        made: Instant::now(),
-        stopped: None,
-        destroyed: false,
-    };
     let now = mock.now();
+    let id = now["id"].as_str().unwrap_or_default().to_owned();
     lock(&shared).by_id.insert(id, mock);
     Json(now).into_response()
 }
@@ -301,16 +299,9 @@ async fn stop(
     headers: HeaderMap,
 ) -> Response {
     let request = format!("POST /v1/apps/{app}/machines/{id}/stop");
-    if let Some(refused) = refused(&shared, &headers, request) {
-        return refused;
-    }
-    match lock(&shared).by_id.get_mut(&id) {
-        Some(mock) => {
-            mock.stopped.get_or_insert_with(Instant::now);
-            Json(json!({"ok": true})).into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, json!({"error": "machine not found"})),
-    }
+    change(&shared, &headers, request, &id, |mock| {
+        mock.stopped.get_or_insert_with(Instant::now);
+    })
 }
 
 async fn destroy(
@@ -319,12 +310,25 @@ async fn destroy(
     headers: HeaderMap,
 ) -> Response {
     let request = format!("DELETE /v1/apps/{app}/machines/{id}");
-    if let Some(refused) = refused(&shared, &headers, request) {
+    change(&shared, &headers, request, &id, |mock| {
+        mock.destroyed = true
+    })
+}
+
+/// Applies `change` to Machine `id` and answers `{"ok":true}` (401 or 404 as the API).
+fn change(
+    shared: &Shared,
+    headers: &HeaderMap,
+    request: String,
+    id: &str,
+    change: impl FnOnce(&mut Mock),
+) -> Response {
+    if let Some(refused) = refused(shared, headers, request) {
         return refused;
     }
-    match lock(&shared).by_id.get_mut(&id) {
+    match lock(shared).by_id.get_mut(id) {
         Some(mock) => {
-            mock.destroyed = true;
+            change(mock);
             Json(json!({"ok": true})).into_response()
         }
         None => error(StatusCode::NOT_FOUND, json!({"error": "machine not found"})),

@@ -109,6 +109,32 @@ async fn every_line_of_a_chatty_container_is_reported_once_in_order() -> anyhow:
 }
 
 #[tokio::test]
+async fn dozens_of_containers_at_once_on_one_worker_each_end_whole() -> anyhow::Result<()> {
+    let cluster = cluster_with(vec![]).await?;
+    let image = busybox_image().await?;
+    let mut readers = Vec::new();
+    for _ in 0..24 {
+        let task = cluster
+            .start_task(json!({"name": "many", "adapter": "docker",
+                "args": {"image": image, "command": ["seq", "1", "2000"]}}))
+            .await?;
+        let stream = cluster.sse(&task, "", None).await?;
+        readers.push(tokio::spawn(async move {
+            let events = collect_to_end(stream).await?;
+            anyhow::Ok((task, events))
+        }));
+    }
+    for reader in readers {
+        let (task, events) = reader.await??;
+        assert_chain(&events);
+        assert_eq!(kinds(&events).last(), Some(&"succeeded"), "{task}");
+        assert_eq!(lines(&events, "stdout").len(), 2_000, "{task}");
+        assert!(containers_of(&task).await?.is_empty(), "{task}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn cancel_and_timeout_stop_the_container_and_remove_it() -> anyhow::Result<()> {
     let cluster = cluster_with(vec![]).await?;
     let image = busybox_image().await?;

@@ -137,24 +137,8 @@ impl Worker {
         if let Some(sandbox) = &self.ctx.places.sandbox {
             running.spawn(sandbox.clone().sweep(shutdown.clone()));
         }
-        if let Some(engine) = self.ctx.places.docker.clone() {
-            let axon = self.ctx.axon.clone();
-            running.spawn(async move {
-                let removed = adapters::docker::sweep::finished_attempts(&engine, &axon).await;
-                if removed > 0 {
-                    tracing::info!(removed, "removed containers of finished attempts");
-                }
-            });
-        }
-        if let Some(api) = self.ctx.places.fly.clone() {
-            let axon = self.ctx.axon.clone();
-            running.spawn(async move {
-                let destroyed = adapters::fly::sweep::finished_attempts(&api, &axon).await;
-                if destroyed > 0 {
-                    tracing::info!(destroyed, "destroyed Machines of finished attempts");
-                }
-            });
-        }
+        let (places, axon) = (self.ctx.places.clone(), self.ctx.axon.clone());
+        running.spawn(async move { places.sweep(&axon).await });
         self.take_commands(&slots, &running, &shutdown).await;
         running.close();
         running.wait().await;

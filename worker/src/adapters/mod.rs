@@ -9,6 +9,7 @@ pub mod shell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::stream::Stream;
 use shared::adapters::AdapterArgs;
 use shared::events::TaskEvent;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,26 @@ pub struct Places {
     pub docker: Option<Arc<Engine>>,
     /// The Machines API of `fly` tasks.
     pub fly: Option<Arc<fly::api::Api>>,
+}
+
+impl Places {
+    /// Removes what runs of attempts that are over left behind (containers, Machines), as
+    /// a worker starts: their workers died before removing it.
+    pub async fn sweep(&self, axon: &Stream) {
+        let mut removed = 0;
+        if let Some(engine) = &self.docker {
+            removed += docker::sweep::finished_attempts(engine, axon).await;
+        }
+        if let Some(api) = &self.fly {
+            removed += fly::sweep::finished_attempts(api, axon).await;
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed the containers and Machines of finished attempts"
+            );
+        }
+    }
 }
 
 /// Runs `args` until done or until `stop` fires, in the place its adapter runs tasks.

@@ -149,11 +149,7 @@ impl Api {
         if !machine.instance_id.is_empty() {
             url.push_str(&format!("&instance_id={}", machine.instance_id));
         }
-        let response = self
-            .authorized(self.client.get(url))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let response = self.answer(self.client.get(url)).await?;
         match response.status().as_u16() {
             200..=299 => Ok(true),
             408 => Ok(false),
@@ -184,11 +180,7 @@ impl Api {
     /// Destroys the Machine, running or not; one already gone is fine.
     pub async fn destroy(&self, app: &str, id: &str) -> Result<(), String> {
         let url = format!("{}/v1/apps/{app}/machines/{id}?force=true", self.base);
-        let response = self
-            .authorized(self.client.delete(url))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let response = self.answer(self.client.delete(url)).await?;
         match response.status().as_u16() {
             200..=299 | 404 => Ok(()),
             _ => Err(refusal(response, "destroying the Machine").await),
@@ -203,8 +195,13 @@ impl Api {
         self.send(request, "listing the app's Machines").await
     }
 
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.bearer_auth(&self.token)
+    /// Sends `request` with the token; its answer, whatever the status.
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+        request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))
     }
 
     async fn send<T: serde::de::DeserializeOwned>(
@@ -212,11 +209,7 @@ impl Api {
         request: reqwest::RequestBuilder,
         doing: &str,
     ) -> Result<T, String> {
-        let response = self
-            .authorized(request)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let response = self.answer(request).await?;
         if !response.status().is_success() {
             return Err(refusal(response, doing).await);
         }

@@ -24,7 +24,7 @@ use super::{Outcome, failed};
 use crate::emitter::{Emitter, ShuttingDown};
 use api::{Api, Machine};
 
-/// How often a Machine not yet started (or stopping) is looked at.
+/// How often a Machine not started (making, starting, stopping) is looked at.
 const POLL: Duration = Duration::from_millis(300);
 
 /// Runs the task's Machine through `api`.
@@ -77,10 +77,19 @@ async fn follow(
 ) -> Result<Outcome, ShuttingDown> {
     let mut reported = report(&machine, i64::MIN, out).await?;
     loop {
-        let Some(read) = until_stop(stop, api.get(app, &machine.id)).await else {
+        let looked = async {
+            if machine.state == "started" {
+                // Held by the API until the Machine stops (or a minute passes).
+                api.wait(app, &machine, "stopped").await?;
+            } else {
+                tokio::time::sleep(POLL).await;
+            }
+            api.get(app, &machine.id).await
+        };
+        let Some(looked) = until_stop(stop, looked).await else {
             return Ok(stopped(api, app, &machine, kill_grace).await);
         };
-        machine = match read {
+        machine = match looked {
             Ok(machine) => machine,
             Err(reason) => return Ok(failed(reason)),
         };
@@ -93,20 +102,7 @@ async fn follow(
                     machine.id
                 )));
             }
-            "started" => {
-                // Held by the API until the Machine stops (or a minute passes).
-                let waited = until_stop(stop, api.wait(app, &machine, "stopped")).await;
-                match waited {
-                    None => return Ok(stopped(api, app, &machine, kill_grace).await),
-                    Some(Err(reason)) => return Ok(failed(reason)),
-                    Some(Ok(_)) => {}
-                }
-            }
-            _ => {
-                if until_stop(stop, tokio::time::sleep(POLL)).await.is_none() {
-                    return Ok(stopped(api, app, &machine, kill_grace).await);
-                }
-            }
+            _ => {}
         }
     }
 }
